@@ -1,0 +1,222 @@
+"""Property-test toolkit: point it at your own batch cost F.
+
+Hypothesis strategies (each returns inputs together with what a check needs to know):
+
+- :func:`latent_batches`: float64 latent batches ``(n, D)``, finite and bounded;
+- :func:`permutations`: a permutation of ``range(n)`` as a LongTensor;
+- :func:`mow_cases`: a whole MoW situation, :class:`MoWCase` (window, fresh latents, prior
+  sample, n, k and the tolerance to compare in).
+
+Checkers (raise ``AssertionError`` with the evidence; return the measured deviation):
+
+- :func:`check_permutation_invariant`: F(z[σ], y[τ]) == F(z, y);
+- :func:`check_gradient_frozen`: an objective lets no gradient reach the window, and its
+  gradient with respect to the fresh latents is that of F with the window detached;
+
+and :func:`window_machine`, a hypothesis state machine that drives a
+:class:`~mowtheory.window.LatentWindow` (and, given a cost, its split cache) against a plain
+list model of the window.
+
+Example (pytest)::
+
+    from hypothesis import given
+    from mowtheory import testing as mt
+
+    @given(mt.mow_cases(needs_prior=False))
+    def test_my_F_is_frozen(case):
+        mt.check_gradient_frozen(my_objective, my_F, case.fresh, case.window, atol=case.atol)
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+except ImportError as exc:  # pragma: no cover - hypothesis is in the `test` extra
+    raise ImportError("mowtheory.testing needs hypothesis: pip install 'mowtheory[test]'") from exc
+
+from .window import LatentWindow
+
+__all__ = ["MoWCase", "latent_batches", "permutations", "mow_cases",
+           "check_permutation_invariant", "check_gradient_frozen", "window_machine"]
+
+_BOUND = 3.0
+
+
+def _tensor(rows, dtype=torch.float64) -> torch.Tensor:
+    return torch.tensor(rows, dtype=dtype)
+
+
+def latent_batches(*, min_n: int = 2, max_n: int = 16, min_d: int = 1, max_d: int = 8,
+                   n: Optional[int] = None, d: Optional[int] = None, bound: float = _BOUND):
+    """Strategy of float64 tensors ``(n, D)`` with entries in ``[-bound, bound]`` (finite)."""
+    n_st = st.just(n) if n is not None else st.integers(min_n, max_n)
+    d_st = st.just(d) if d is not None else st.integers(min_d, max_d)
+    elem = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
+
+    @st.composite
+    def build(draw):
+        nn_, dd = draw(n_st), draw(d_st)
+        return _tensor(draw(st.lists(st.lists(elem, min_size=dd, max_size=dd),
+                                     min_size=nn_, max_size=nn_)))
+    return build()
+
+
+def permutations(n: int):
+    """Strategy of permutations of ``range(n)``, as LongTensors of shape ``(n,)``."""
+    return st.permutations(list(range(n))).map(lambda p: torch.tensor(p, dtype=torch.long))
+
+
+class MoWCase(NamedTuple):
+    """One MoW situation: ``window`` ``(n-k, D)``, ``fresh`` ``(k, D)``, ``prior`` ``(n, D)``
+    or None, and ``atol``: the float64 tolerance a check of it should use."""
+    window: torch.Tensor
+    fresh: torch.Tensor
+    prior: Optional[torch.Tensor]
+    n: int
+    k: int
+    atol: float
+
+
+def mow_cases(*, min_n: int = 2, max_n: int = 16, min_d: int = 2, max_d: int = 8,
+              needs_prior: bool = True, allow_empty_window: bool = True):
+    """Strategy of :class:`MoWCase` with ``1 <= k <= n`` (``k < n`` unless
+    ``allow_empty_window``), float64 entries bounded by 3."""
+
+    @st.composite
+    def build(draw):
+        n = draw(st.integers(min_n, max_n))
+        k = draw(st.integers(1, n if allow_empty_window else n - 1))
+        d = draw(st.integers(min_d, max_d))
+        z = draw(latent_batches(n=n, d=d))
+        y = draw(latent_batches(n=n, d=d)) if needs_prior else None
+        return MoWCase(z[: n - k], z[n - k:], y, n, k, 1e-9)
+    return build()
+
+
+def _call(F, z, y):
+    return F(z) if y is None else F(z, y)
+
+
+def check_permutation_invariant(F: Callable, z: torch.Tensor, y: Optional[torch.Tensor] = None,
+                                *, perm_z: Optional[torch.Tensor] = None,
+                                perm_y: Optional[torch.Tensor] = None,
+                                generator: Optional[torch.Generator] = None,
+                                atol: float = 1e-10, rtol: float = 1e-10) -> float:
+    """Check ``F(z[perm_z], y[perm_y]) == F(z, y)`` (z: ``(n, D)``, y: ``(n_y, D)`` or None).
+
+    Permutations default to random ones from ``generator`` (seeded 0 when None); y is
+    permuted separately from z. Returns ``|difference|``; raises AssertionError beyond
+    ``atol + rtol·|F(z, y)|``.
+    """
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    pz = perm_z if perm_z is not None else torch.randperm(z.shape[-2], generator=g)
+    base = _call(F, z, y)
+    yp = None
+    if y is not None:
+        py = perm_y if perm_y is not None else torch.randperm(y.shape[-2], generator=g)
+        yp = y[..., py, :]
+    moved = _call(F, z[..., pz, :], yp)
+    diff = float((moved - base).abs().max())
+    tol = atol + rtol * float(base.abs().max())
+    if not diff <= tol:
+        raise AssertionError(
+            f"F is not permutation invariant: |F(z[perm]) - F(z)| = {diff:.3e} > {tol:.3e} "
+            f"for perm_z={pz.tolist()}; symmetrize it with mowtheory.costs.symmetrize")
+    return diff
+
+
+def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
+                          window: torch.Tensor, prior: Optional[torch.Tensor] = None, *,
+                          atol: float = 1e-9) -> float:
+    """Check that a MoW objective freezes the window.
+
+    Args:
+        objective: ``objective(fresh, window, prior) -> 0-dim tensor``, the code under test
+            (e.g. ``lambda f, w, y: mow_loss(F, f, w, prior=y).total``).
+        F: the batch cost, ``F(z)`` or ``F(z, prior)`` on ``z = cat([window, fresh])``.
+        fresh: ``(k, D)``; window: ``(n-k, D)``; prior: ``(n, D)`` or None.
+
+    Asserts (1) no gradient reaches ``window`` even when it requires grad, and (2) the
+    gradient with respect to ``fresh`` equals that of ``F(cat([window.detach(), fresh]))``.
+    Returns the max abs gradient difference.
+    """
+    f = fresh.detach().clone().requires_grad_(True)
+    w = window.detach().clone().requires_grad_(True)
+    out = objective(f, w, prior)
+    grads = torch.autograd.grad(out, [f, w], allow_unused=True)
+    gw = grads[1]
+    if gw is not None and float(gw.abs().max() if gw.numel() else 0.0) > 0.0:
+        raise AssertionError(
+            f"gradient leaks into the window: max |d objective / d window| = "
+            f"{float(gw.abs().max()):.3e}; frozen latents must be detached")
+    f2 = fresh.detach().clone().requires_grad_(True)
+    ref = _call(F, torch.cat([window.detach(), f2], dim=-2), prior)
+    (g_ref,) = torch.autograd.grad(ref, [f2])
+    g = grads[0] if grads[0] is not None else torch.zeros_like(g_ref)
+    diff = float((g - g_ref).abs().max()) if g.numel() else 0.0
+    if not diff <= atol:
+        raise AssertionError(
+            f"gradient with respect to the fresh latents differs from that of F with the "
+            f"window detached by {diff:.3e} > atol={atol:.1e}")
+    return diff
+
+
+def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-8):
+    """A hypothesis ``RuleBasedStateMachine`` class driving ``LatentWindow(n, k, dim)``
+    (float64) against a list model: after every push the window holds the ``n - k`` newest
+    rows, oldest first, detached. With ``cost`` (a ``BatchCost`` with split support), its
+    incrementally updated cache must also match a cache computed from scratch, and the split
+    value must match the full one. Use as ``TestX = window_machine(8, 3, 2).TestCase``."""
+    rows = st.lists(st.lists(st.floats(-_BOUND, _BOUND, allow_nan=False, width=64),
+                             min_size=dim, max_size=dim), min_size=k, max_size=k)
+
+    class WindowMachine(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.window = LatentWindow(n, k, dim, dtype=torch.float64)
+            self.model: list = []
+            self.cache = None
+
+        @rule(init=st.lists(st.lists(st.floats(-_BOUND, _BOUND, allow_nan=False, width=64),
+                                     min_size=dim, max_size=dim), min_size=n - k, max_size=n - k))
+        def fill(self, init):
+            self.window.fill(_tensor(init).reshape(n - k, dim))
+            self.model = [list(r) for r in init]
+            if cost is not None:
+                self.cache = cost.init_cache(self.window.buffer)
+
+        @rule(new=rows)
+        def push(self, new):
+            if not self.window.is_full:
+                return
+            t = _tensor(new).reshape(k, dim).requires_grad_(True) * 1.0
+            if cost is not None and self.window.size > 0:
+                r = min(k, self.window.size)
+                self.cache = cost.update_cache(self.cache, self.window.buffer,
+                                               self.window.next_slots(), t[-r:].detach())
+            self.window.push(t)
+            self.model = (self.model + [list(r) for r in new])[-(n - k):] if n > k else []
+
+        @invariant()
+        def matches_model(self):
+            if not self.window.is_full:
+                return
+            got = self.window.ordered()
+            assert got.grad_fn is None and not got.requires_grad, "window retains autograd state"
+            want = _tensor(self.model).reshape(n - k, dim)
+            assert torch.equal(got, want), f"window {got.tolist()} != model {self.model}"
+
+        @invariant()
+        def cache_matches(self):
+            if cost is None or not self.window.is_full or self.window.size == 0:
+                return
+            fresh_cache = cost.init_cache(self.window.buffer)
+            for a, b in zip(self.cache[:2], fresh_cache[:2]):
+                assert abs(float(a) - float(b)) <= atol * (1 + abs(float(b))), \
+                    f"incremental cache {float(a)} != recomputed {float(b)}"
+
+    return WindowMachine

@@ -1,0 +1,99 @@
+"""Checkpoints of a training run: atomic writes, RNG states, configuration comparison.
+
+A checkpoint is one ``torch.save`` dictionary (see :func:`mowtheory.train.trainer.train`)::
+
+    {"format": 1, "config": {...}, "step": int, "epoch": int, "pos": int, "perm": LongTensor,
+     "model": state_dict, "optimizer": state_dict, "mow": MoW.state_dict(),
+     "data_generator": ByteTensor, "rng": rng_state(), ...}
+
+It is written atomically: to a temporary file in the same directory (so that ``os.replace``
+is a rename on one file system), flushed and fsync'ed, then renamed over the old one. A run
+killed while writing leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 1
+
+
+def save_checkpoint(path, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same dir + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises ``FileNotFoundError`` (with the path) when there is none, ``ValueError`` when the
+    file is not a mowtheory training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+    state = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a mowtheory training checkpoint (format {FORMAT})")
+    return state
+
+
+def rng_state() -> dict:
+    """The global RNG states (torch CPU, every CUDA device, numpy, random)."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where CUDA is present)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def config_diff(saved: dict, current: dict, ignore: Iterable[str] = ()) -> list[tuple]:
+    """Keys on which two configuration dictionaries differ, as ``(key, saved, current)``,
+    sorted by key; keys in ``ignore`` are not compared."""
+    ignore = set(ignore)
+    keys = sorted((set(saved) | set(current)) - ignore)
+    missing = object()
+    out = []
+    for key in keys:
+        a, b = saved.get(key, missing), current.get(key, missing)
+        if a is missing or b is missing or a != b:
+            out.append((key, None if a is missing else a, None if b is missing else b))
+    return out
+
+
+def format_diff(diff: list[tuple]) -> str:
+    """``key: saved -> current`` for each difference, comma-separated."""
+    return ", ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, a, b in diff)
