@@ -8,3 +8,20 @@ Notation (from the paper, used throughout):
 - ``G``: a per-example cost (reconstruction); ``eta``: the step size, time ``t = step * eta``.
 """
 __version__ = "0.1.0"
+
+from . import costs
+from .mow import REDUCTIONS, REFRESH_POLICIES, LossParts, MoW, mow_loss, reduce_per_example
+from .window import INIT_POLICIES, LatentWindow
+
+__all__ = [
+    "INIT_POLICIES",
+    "LatentWindow",
+    "LossParts",
+    "MoW",
+    "REDUCTIONS",
+    "REFRESH_POLICIES",
+    "__version__",
+    "costs",
+    "mow_loss",
+    "reduce_per_example",
+]

@@ -170,7 +170,11 @@ class MoW:
                 self.window.fill(self.encoder(x))
         else:
             self.window.fill_prior(self.generator)
-        self.cache = self.cost.init_cache(self.window.buffer) if self._split else None
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self.cache = (self.cost.init_cache(self.window.buffer, n=self.n)
+                      if self._split and self.window.size > 0 else None)
 
     def _push(self, latents: torch.Tensor) -> None:
         if self._split and self.window.size > 0:
@@ -227,6 +231,6 @@ class MoW:
             raise ValueError(f"state_dict is of another MoW configuration: {state.get('config')} "
                              f"received, this one is {mine}")
         self.window.load_state_dict(state["window"])
-        self.cache = self.cost.init_cache(self.window.buffer) if self._split else None
+        self._reset_cache()
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])

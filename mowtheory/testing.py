@@ -187,7 +187,7 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-8):
             self.window.fill(_tensor(init).reshape(n - k, dim))
             self.model = [list(r) for r in init]
             if cost is not None:
-                self.cache = cost.init_cache(self.window.buffer)
+                self.cache = cost.init_cache(self.window.buffer, n=n)
 
         @rule(new=rows)
         def push(self, new):
@@ -214,7 +214,7 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-8):
         def cache_matches(self):
             if cost is None or not self.window.is_full or self.window.size == 0:
                 return
-            fresh_cache = cost.init_cache(self.window.buffer)
+            fresh_cache = cost.init_cache(self.window.buffer, n=n)
             for a, b in zip(self.cache[:2], fresh_cache[:2]):
                 assert abs(float(a) - float(b)) <= atol * (1 + abs(float(b))), \
                     f"incremental cache {float(a)} != recomputed {float(b)}"

@@ -150,3 +150,28 @@ def test_ordered_is_roll_of_history(n, data):
         hist = (hist + list(range(nxt, nxt + k)))[-(n - k):] if n > k else []
         nxt += k
     assert w.ordered()[:, 0].tolist() == hist
+
+
+@pytest.mark.parametrize("name", ["cw", "wae", "energy", "gmmn", "pullaway"])
+def test_window_machine_with_split_cache(name):
+    """The incrementally slid cache of every splittable cost matches a recomputed one."""
+    from mowtheory import costs
+    run_state_machine_as_test(mt.window_machine(6, 2, 2, cost=costs.get(name)),
+                              settings=settings(max_examples=10, stateful_step_count=10, deadline=None))
+
+
+def test_window_machine_catches_a_stale_cache():
+    """Planted fault: a cost whose cache is never updated is caught."""
+    from mowtheory import costs
+    cost = costs.get("energy")
+
+    class Frozen:
+        def __getattr__(self, item):
+            return getattr(cost, item)
+
+        def update_cache(self, cache, H, slots, new):
+            return cache
+
+    with pytest.raises(AssertionError, match="incremental cache"):
+        run_state_machine_as_test(mt.window_machine(5, 1, 2, cost=Frozen()), settings=settings(
+            max_examples=30, stateful_step_count=8, deadline=None, database=None))

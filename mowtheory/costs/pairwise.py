@@ -163,10 +163,10 @@ def cache_update(kernel: Kernel, cache: Optional[SplitCache], H: Tensor, slots: 
     with torch.no_grad():
         H, new = H.detach(), new.detach()
         m, k = H.shape[0], new.shape[0]
-        Hn = H.clone()
-        Hn[slots] = new
         if cache is None or cache.key is None or cache.key != kernel.key \
                 or cache.updates + 1 >= math.ceil(m / k):
+            Hn = H.clone()
+            Hn[slots] = new
             return cache_init(kernel, Hn)
         keep = torch.ones(m, dtype=torch.bool, device=H.device)
         keep[slots] = False

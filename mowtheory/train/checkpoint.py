@@ -31,6 +31,9 @@ def save_checkpoint(path, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600; use the usual mode
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
             fh.flush()

@@ -1,0 +1,52 @@
+"""Energy distance (Cramér distance; Székely–Rizzo, OT-GAN)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from .._validate import check_latents, check_pair
+from .pairwise import Kernel, Weights, full_value, safe_sqrt, sqdist
+
+__all__ = ["energy_distance"]
+
+
+def _check_params() -> dict:
+    return {}
+
+
+def _pair(a: Tensor, b: Tensor) -> Tensor:
+    # safe norm: |a - b| with zero (sub)gradient where a == b
+    return safe_sqrt(sqdist(a, b))
+
+
+def _kernel(n: Optional[int] = None) -> Kernel:
+    """kappa(a, b) = |a - b| (safe norm)."""
+    return Kernel(_pair, None, ("energy",))
+
+
+def _weights(n: int, n_y: Optional[int] = None) -> Weights:
+    if n_y is None:
+        return Weights(zz=-1.0 / n**2)
+    return Weights(zz=-1.0 / n**2, zy=2.0 / (n * n_y), yy=-1.0 / n_y**2)
+
+
+def energy_distance(z: Tensor, y: Tensor) -> Tensor:
+    """Energy distance ``2 E|z - y| - E|z - z'| - E|y - y'|`` between two samples.
+
+    Args:
+        z: ``(n_z, D)``; y: ``(n_y, D)`` (``n >= 1``; sizes may differ).
+
+    Returns:
+        0-dim tensor (dtype of z), the V-statistic over all pairs (diagonal included)::
+
+            (2 / (n_z n_y)) sum_{i,j} |z_i - y_j| - (1 / n_z^2) sum_{i,j} |z_i - z_j|
+                                                  - (1 / n_y^2) sum_{i,j} |y_i - y_j|  >= 0.
+
+        The norm is a safe norm: where two points coincide its gradient is the zero
+        subgradient (no square root of an exact 0 enters autograd).
+    """
+    check_latents("z", z, min_n=1)
+    check_latents("y", y, min_n=1)
+    check_pair("z", z, "y", y)
+    return full_value(_kernel(), _weights(z.shape[0], y.shape[0]), z, y)

@@ -1,0 +1,231 @@
+"""The string registry of batch costs and the :class:`BatchCost` object (bound parameters,
+metadata, full and split evaluation)."""
+from __future__ import annotations
+
+import inspect
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .._validate import check_choice, check_int, check_latents, check_pair
+from . import cw as _cw, energy as _energy, gmmn as _gmmn, pulling_away as _pa
+from . import swae as _sw, wae as _mmd
+from .pairwise import SplitCache, cache_init, cache_unresolved, cache_update, split_value
+
+__all__ = ["BatchCost", "SplitCache", "get", "names"]
+
+
+class _Impl(NamedTuple):
+    fn: Callable[..., Tensor]            # full evaluation fn(z[, y], **params)
+    check: Callable[..., dict]           # validates and normalises params
+    kernel: Optional[Callable]           # kernel(n, **params) -> Kernel | None; None: no split
+    weights: Optional[Callable]          # weights(n, n_y, **params) -> Weights
+    meta: Callable[[dict], dict]         # params -> metadata fields
+
+
+def _with(fn, **fixed):
+    return lambda *a, **kw: fn(*a, **fixed, **kw)
+
+
+_REGISTRY: dict[str, _Impl] = {
+    "cwae": _Impl(_cw.log_cramer_wold, _cw._check_params, _cw._kernel,
+                  _with(_cw._weights, log=True),
+                  lambda p: dict(needs_prior=False, estimator="closed form vs N(0,I)", min_n=2,
+                                 min_d=2, supports_split=True, linear_in_constants=False)),
+    "cw": _Impl(_cw.cramer_wold, _cw._check_params, _cw._kernel, _cw._weights,
+                lambda p: dict(needs_prior=False, estimator="closed form vs N(0,I)", min_n=2,
+                               min_d=2, supports_split=True, linear_in_constants=True)),
+    "wae": _Impl(_mmd.mmd, _mmd._check_params, _mmd._kernel, _mmd._weights,
+                 lambda p: dict(needs_prior=True, estimator="U-statistic", min_n=2, min_d=1,
+                                supports_split=True, linear_in_constants=True)),
+    "swae": _Impl(_sw.sliced_wasserstein, _sw._check_params, None, None,
+                  lambda p: dict(needs_prior=True, estimator="sorted projections", min_n=1,
+                                 min_d=1, supports_split=False, linear_in_constants=False)),
+    "energy": _Impl(_energy.energy_distance, _energy._check_params, _energy._kernel,
+                    _energy._weights,
+                    lambda p: dict(needs_prior=True, estimator="V-statistic", min_n=1, min_d=1,
+                                   supports_split=True, linear_in_constants=True)),
+    "gmmn": _Impl(_gmmn.gmmn_mmd, _gmmn._check_params, _gmmn._kernel, _gmmn._weights,
+                  lambda p: dict(needs_prior=True, estimator="V-statistic", min_n=1, min_d=1,
+                                 supports_split=True, linear_in_constants=not p["sqrt"])),
+    "pullaway": _Impl(_pa.pullaway, _pa._check_params, _pa._kernel, _pa._weights,
+                      lambda p: dict(needs_prior=False, estimator="U-statistic", min_n=2,
+                                     min_d=1, supports_split=True, linear_in_constants=True)),
+}
+
+
+def names() -> tuple[str, ...]:
+    """Registry names of the batch costs."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str, **params) -> "BatchCost":
+    """The registered batch cost ``name`` with ``params`` bound (validated now).
+
+    Names and parameters::
+
+        "cwae"     log_cramer_wold      gamma
+        "cw"       cramer_wold          gamma
+        "wae"      mmd                  kernel, scales, sigma2
+        "swae"     sliced_wasserstein   directions, n_directions, generator
+        "energy"   energy_distance      (none)
+        "gmmn"     gmmn_mmd             bandwidths, sqrt
+        "pullaway" pullaway             eps
+
+    Raises ValueError for an unknown name (listing the valid ones) or an unknown parameter
+    (naming it and the allowed ones).
+    """
+    check_choice("name", name, names())
+    impl = _REGISTRY[name]
+    allowed = tuple(inspect.signature(impl.check).parameters)
+    for key in params:
+        if key not in allowed:
+            raise ValueError(
+                f"unknown parameter {key!r} for cost {name!r}; allowed parameters: "
+                f"{', '.join(allowed) if allowed else '(none)'}")
+    bound = impl.check(**params)
+    return BatchCost(name=name, **impl.meta(bound), params=types.MappingProxyType(bound),
+                     _impl=impl)
+
+
+def _rebuild(name: str, params: dict) -> "BatchCost":
+    return get(name, **params)
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    """A registered batch cost F with bound parameters (build it with :func:`get`).
+
+    Metadata: ``name``, ``needs_prior`` (F takes a prior sample y), ``estimator``, ``min_n``,
+    ``min_d``, ``supports_split`` (False: ``split`` falls back to full evaluation),
+    ``linear_in_constants`` (False when an outer log/sqrt makes the exact value necessary for
+    the gradient: ``constants=False`` is then ignored; also False for ``swae``, whose split
+    is a full evaluation), ``params`` (the bound parameters, read-only).
+    """
+    name: str
+    needs_prior: bool
+    estimator: str
+    min_n: int
+    min_d: int
+    supports_split: bool
+    linear_in_constants: bool
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    _impl: _Impl = field(default=None, repr=False, compare=False)
+
+    def __reduce__(self):  # picklable (multiprocessing, deepcopy): rebuilt from the registry
+        return (_rebuild, (self.name, dict(self.params)))
+
+    # ----------------------------------------------------------------------- checks
+    def _check_y_presence(self, y) -> None:
+        if not self.needs_prior and y is not None:
+            raise ValueError(f"y must be None for cost {self.name!r} (needs_prior=False); "
+                             f"got a {type(y).__name__}")
+        if self.needs_prior and y is None:
+            raise ValueError(f"y (a prior sample of shape (n_y, D)) is required for cost "
+                             f"{self.name!r} (needs_prior=True); got y=None")
+
+    def _check_y(self, y, ref_name: str, ref: Tensor) -> None:
+        self._check_y_presence(y)
+        if y is not None:
+            check_latents("y", y, min_n=self.min_n)
+            check_pair(ref_name, ref, "y", y)
+
+    def _check_window(self, H: Tensor, new_name: str, new: Tensor) -> None:
+        check_latents("H", H, min_n=0, min_d=self.min_d)
+        check_latents(new_name, new, min_n=1, dim=H.shape[-1])
+        check_pair("H", H, new_name, new)
+
+    def _kernel(self, n: Optional[int]):
+        return self._impl.kernel(n, **self.params)
+
+    # ----------------------------------------------------------------------- evaluation
+    def __call__(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Full value ``F(z[, y])``, 0-dim; ``z``: ``(n, D)``, ``y``: ``(n_y, D)`` or None."""
+        self._check_y_presence(y)  # shapes and values are checked by the cost function
+        args = (z, y) if self.needs_prior else (z,)
+        return self._impl.fn(*args, **self.params)
+
+    def init_cache(self, H: Tensor, *, n: Optional[int] = None) -> Optional[SplitCache]:
+        """Cache of the frozen block ``H`` (``(m, D)``, ``m >= 0``), ``O(m^2 D)``; None when
+        the cost does not support split evaluation.
+
+        ``n``: the batch size ``m + k`` the cache will serve. Needed only when the kernel
+        depends on it (``cw``/``cwae`` with Silverman gamma); without it such a cache is
+        *unresolved* (``key=None``): ``split`` then computes the frozen block from ``H`` and
+        the first ``update_cache`` recomputes it exactly.
+        """
+        check_latents("H", H, min_n=0, min_d=self.min_d)
+        if n is not None:
+            n = check_int("n", n, low=max(H.shape[0] + 1, self.min_n))
+        if not self.supports_split:
+            return None
+        kernel = self._kernel(n)
+        return cache_unresolved(H) if kernel is None else cache_init(kernel, H)
+
+    def update_cache(self, cache: Optional[SplitCache], H: Tensor, slots: Tensor,
+                     new: Tensor) -> Optional[SplitCache]:
+        """Cache of the window after ``H[slots] = new``, ``O(m k D)`` amortised.
+
+        Args:
+            cache: the cache of ``H`` (None or another key: exact recompute).
+            H: ``(m, D)`` window *before* the replacement.
+            slots: LongTensor of ``k`` distinct indices in ``[0, m)``.
+            new: ``(k, D)`` rows entering the window (detached).
+        """
+        self._check_window(H, "new", new)
+        m, k = H.shape[0], new.shape[0]
+        if not isinstance(slots, Tensor) or slots.dtype not in (torch.int64, torch.int32) \
+                or slots.dim() != 1:
+            raise TypeError(f"slots must be a 1-D LongTensor of indices into H; got {slots!r}")
+        if slots.shape[0] != k:
+            raise ValueError(f"slots must have one index per row of new (k={k}); "
+                             f"got {slots.shape[0]} indices")
+        if k > 0 and (int(slots.min()) < 0 or int(slots.max()) >= m):
+            raise ValueError(f"slots must be indices in [0, m) = [0, {m}); got {slots.tolist()}")
+        if torch.unique(slots).shape[0] != k:
+            raise ValueError(f"slots must be distinct indices; got {slots.tolist()}")
+        if cache is not None and not isinstance(cache, SplitCache):
+            raise TypeError(f"cache must be a SplitCache or None; got {type(cache).__name__}")
+        if not self.supports_split:
+            return None
+        return cache_update(self._kernel(m + k), cache, H, slots.to(torch.int64), new)
+
+    def split(self, H: Tensor, Z: Tensor, y: Optional[Tensor] = None, *,
+              cache: Optional[SplitCache] = None, constants: bool = True) -> Tensor:
+        """Value of ``F(cat(H, Z), y)`` with ``H`` detached: the gradient reaches ``Z`` only.
+
+        Args:
+            H: ``(m, D)`` frozen window, ``m >= 0``; Z: ``(k, D)`` fresh latents, ``k >= 1``.
+            y: ``(n_y, D)`` prior sample (costs with ``needs_prior``) or None.
+            cache: ``init_cache``/``update_cache`` of ``H``; None: the frozen-frozen block is
+                computed from ``H``, ``O(m^2 D)`` (only when it is needed).
+            constants: False omits the θ-independent blocks (frozen-frozen, frozen-prior,
+                prior-prior, constants) when ``linear_in_constants``: same gradient w.r.t.
+                ``Z``, value off by a constant, ``O(n k D)``. Ignored otherwise (log/sqrt
+                outer: the exact value is computed; with a prior sample the frozen-prior and
+                prior-prior blocks then cost ``O(n n_y D)``).
+
+        Returns:
+            0-dim tensor. Costs without split support (``swae``) evaluate
+            ``F(cat(H.detach(), Z), y)`` in full.
+        """
+        self._check_window(H, "Z", Z)
+        self._check_y(y, "Z", Z)
+        if cache is not None and not isinstance(cache, SplitCache):
+            raise TypeError(f"cache must be a SplitCache or None; got {type(cache).__name__}")
+        if not isinstance(constants, bool):
+            raise TypeError(f"constants must be a bool; got constants={constants!r}")
+        m, k = H.shape[0], Z.shape[0]
+        n = m + k
+        if n < self.min_n:
+            raise ValueError(f"H and Z together must have n = m + k >= {self.min_n} rows for "
+                             f"cost {self.name!r}; got m={m}, k={k}")
+        if not self.supports_split:
+            return self(torch.cat([H.detach(), Z], dim=0), y)
+        n_y = None if y is None else y.shape[0]
+        weights = self._impl.weights(n, n_y, **self.params)
+        return split_value(self._kernel(n), weights, H, Z, y, cache=cache,
+                           constants=constants or not self.linear_in_constants)

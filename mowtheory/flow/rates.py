@@ -1,0 +1,218 @@
+"""Errors, fitted orders with bootstrap confidence intervals, and verdicts.
+
+For a run at step size eta with replicas ``S_eta^r`` and the reference ``S`` (the ODE (2)),
+on the recorded times ``t_j`` (every ``horizon/record``, see :mod:`.simulate`):
+
+- strong error ``E_s = mean_r sup_j |S_eta^r(t_j) - S(t_j)|``  (Euclidean norm over parameters;
+  expected order 1/2: single paths fluctuate by O(sqrt(eta)));
+- weak error ``E_w = sup_j |mean_r S_eta^r(t_j) - S(t_j)|`` (expected order 1: Euler,
+  modified-equation and staleness terms are all O(eta));
+- its standard error: the bootstrap standard deviation over replicas; its **noise floor**
+  ``max_j sqrt(tr Cov_j / R)``, the size the weak error would have from Monte Carlo noise alone
+  (a weak error below ``2 x floor`` is reported as unresolved and left out of the weak fit);
+- the wrong-ODE weak error: the same with ``S' = -grad C`` (:mod:`.reference`, ``ode="wrong"``).
+
+Orders are least-squares slopes of ``log E`` against ``log eta`` over the stable (and, for the
+weak error, resolved) step sizes; the confidence intervals are percentile intervals of the
+slope over ``bootstrap`` resamplings of the replicas (independently at every eta).
+
+Verdicts (``{"claim", "passed", "detail"}``): strong order in ``0.5 +/- 0.3``; weak order in
+``1 +/- 0.3``; the wrong ODE is rejected (its error does not fall with eta: fitted slope
+< 0.3, and at the smallest stable eta it exceeds the right ODE's weak error by >= 10x);
+planted faults (:func:`fault_verdicts`): the position-weighted F and the time-fixed window are
+rejected (weak error resolved and weak order out of band), the symmetrised F passes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .reference import ReferenceSolution
+from .simulate import SimulationResult
+
+STRONG_BAND = (0.2, 0.8)
+WEAK_BAND = (0.7, 1.3)
+WRONG_MAX_SLOPE = 0.3
+WRONG_MARGIN = 10.0
+FLOOR_FACTOR = 2.0
+
+
+@dataclass
+class EtaErrors:
+    """Errors of one step size; ``None`` fields when the run was unstable."""
+    eta: float
+    stable: bool
+    strong: Optional[float] = None
+    strong_se: Optional[float] = None
+    weak: Optional[float] = None
+    weak_se: Optional[float] = None
+    noise_floor: Optional[float] = None
+    wrong: Optional[float] = None
+    resolved: bool = False
+    boot_strong: Optional[np.ndarray] = field(default=None, repr=False)
+    boot_weak: Optional[np.ndarray] = field(default=None, repr=False)
+
+
+def _boot_counts(R: int, B: int, generator: torch.Generator) -> torch.Tensor:
+    idx = torch.randint(R, (B, R), generator=generator)
+    counts = torch.zeros(B, R, dtype=torch.float64)
+    counts.scatter_add_(1, idx, torch.ones(B, R, dtype=torch.float64))
+    return counts
+
+
+def errors(sim: SimulationResult, ref: ReferenceSolution,
+           wrong: Optional[ReferenceSolution] = None, *, bootstrap: int = 200,
+           generator: Optional[torch.Generator] = None) -> EtaErrors:
+    """Strong and weak errors (with bootstrap samples) of one run against ``ref``."""
+    if not sim.stable:
+        return EtaErrors(eta=sim.eta, stable=False)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    S = torch.from_numpy(ref(sim.times))                        # (J, P)
+    d = sim.thetas - S                                          # (R, J, P)
+    R, J, P = d.shape
+    per_rep = d.norm(dim=-1).amax(-1)                           # (R,)
+    mean_d = d.mean(0)                                          # (J, P)
+    weak = float(mean_d.norm(dim=-1).max())
+    floor = float((d.var(0, unbiased=True).sum(-1) / R).sqrt().max()) if R > 1 else float("inf")
+    out = EtaErrors(eta=sim.eta, stable=True, strong=float(per_rep.mean()), weak=weak,
+                    noise_floor=floor, resolved=weak >= FLOOR_FACTOR * floor)
+    if wrong is not None:
+        Sw = torch.from_numpy(wrong(sim.times))
+        out.wrong = float((sim.thetas.mean(0) - Sw).norm(dim=-1).max())
+    if bootstrap > 0 and R > 1:
+        C = _boot_counts(R, bootstrap, generator) / R            # (B, R)
+        out.boot_strong = (C @ per_rep).numpy()
+        out.boot_weak = (C @ d.reshape(R, J * P)).reshape(-1, J, P).norm(dim=-1).amax(-1).numpy()
+        out.strong_se = float(out.boot_strong.std(ddof=1))
+        out.weak_se = float(out.boot_weak.std(ddof=1))
+    return out
+
+
+def fit_order(etas: Sequence[float], errs: Sequence[float]):
+    """Least-squares ``log err = p log eta + c``; returns ``(p, c)`` (NaN with < 2 points)."""
+    x, y = np.log(np.asarray(etas, float)), np.log(np.asarray(errs, float))
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    p, c = np.polyfit(x[ok], y[ok], 1)
+    return float(p), float(c)
+
+
+def _slope_rows(etas, rows):
+    """Slopes of many error curves at once: ``rows`` (B, m) against ``etas`` (m,)."""
+    x = np.log(np.asarray(etas, float))
+    y = np.log(np.maximum(rows, 1e-300))
+    xc = x - x.mean()
+    return (y - y.mean(1, keepdims=True)) @ xc / (xc @ xc)
+
+
+@dataclass
+class Order:
+    estimate: float
+    ci: tuple
+    etas: list
+    note: str = ""
+
+    def to_json(self) -> dict:
+        f = (lambda v: None if v is None or not math.isfinite(v) else round(v, 4))
+        return {"estimate": f(self.estimate), "ci": [f(self.ci[0]), f(self.ci[1])],
+                "etas": self.etas, "note": self.note}
+
+
+def fitted_order(rows: Sequence[EtaErrors], kind: str, *, min_points: int = 3) -> Order:
+    """Order of the ``"strong"`` or ``"weak"`` error over the usable step sizes, with a 95%
+    bootstrap percentile interval."""
+    use = [e for e in rows if e.stable and (kind == "strong" or e.resolved)]
+    etas = [e.eta for e in use]
+    if len(use) < min_points:
+        why = ("unstable" if kind == "strong" else "unstable or below 2x the noise floor")
+        return Order(float("nan"), (float("nan"), float("nan")), etas,
+                     f"only {len(use)} step size(s) usable (others {why}); need {min_points}")
+    est, _ = fit_order(etas, [getattr(e, kind) for e in use])
+    boots = [getattr(e, "boot_" + kind) for e in use]
+    if all(b is not None for b in boots):
+        slopes = _slope_rows(etas, np.stack(boots, 1))
+        ci = (float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5)))
+    else:
+        ci = (float("nan"), float("nan"))
+    return Order(est, ci, etas)
+
+
+def _fmt_ci(o: Order) -> str:
+    return f"{o.estimate:.3f} (95% CI [{o.ci[0]:.3f}, {o.ci[1]:.3f}]) over eta = " + \
+        ", ".join(f"{e:g}" for e in o.etas)
+
+
+def order_verdict(o: Order, kind: str) -> dict:
+    lo, hi = STRONG_BAND if kind == "strong" else WEAK_BAND
+    target = 0.5 if kind == "strong" else 1.0
+    claim = f"{kind} order within {target} +/- 0.3"
+    if not math.isfinite(o.estimate):
+        return {"claim": claim, "passed": False, "detail": "inconclusive: " + o.note}
+    ok = lo <= o.estimate <= hi
+    return {"claim": claim, "passed": bool(ok), "detail": f"fitted {kind} order " + _fmt_ci(o)}
+
+
+def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
+    """The wrong ODE ``S' = -grad C`` must be rejected: its error does not fall with eta and,
+    at the smallest stable eta, exceeds the right ODE's weak error by a wide margin."""
+    claim = (f"wrong ODE S' = -grad C rejected (error does not fall with eta; "
+             f">= {WRONG_MARGIN:g}x the right ODE's at the smallest eta)")
+    use = [e for e in rows if e.stable and e.wrong is not None]
+    if len(use) < 2:
+        return {"claim": claim, "passed": False, "detail": "inconclusive: < 2 stable step sizes"}
+    slope, _ = fit_order([e.eta for e in use], [e.wrong for e in use])
+    last = min(use, key=lambda e: e.eta)
+    ratio = last.wrong / max(last.weak, last.noise_floor, 1e-300)
+    ok = slope < WRONG_MAX_SLOPE and ratio >= WRONG_MARGIN
+    detail = (f"wrong-ODE error slope {slope:.3f} (must be < {WRONG_MAX_SLOPE}); at eta = "
+              f"{last.eta:g} it is {last.wrong:.4g} vs right-ODE weak error {last.weak:.4g} "
+              f"(ratio {ratio:.1f}, must be >= {WRONG_MARGIN:g})")
+    return {"claim": claim, "passed": bool(ok), "detail": detail}
+
+
+def follows_ode(verdicts: Sequence[dict]) -> bool:
+    """True when both order verdicts of a study passed."""
+    want = {"strong order within 0.5 +/- 0.3", "weak order within 1.0 +/- 0.3"}
+    got = {v["claim"]: v["passed"] for v in verdicts if v["claim"] in want}
+    return len(got) == 2 and all(got.values())
+
+
+def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
+    """(is the run detected as NOT following (2), evidence): the weak error at the smallest
+    stable eta is resolved above the noise floor and the orders are out of band."""
+    stable = [e for e in rows if e.stable]
+    if not stable:
+        return False, "no stable step size"
+    last = min(stable, key=lambda e: e.eta)
+    resolved = last.weak >= FLOOR_FACTOR * last.noise_floor
+    fails = not follows_ode(verdicts)
+    weak_v = next(v for v in verdicts if v["claim"].startswith("weak"))
+    ev = (f"weak error at eta = {last.eta:g}: {last.weak:.4g} (noise floor {last.noise_floor:.2g}); "
+          f"{weak_v['detail']}")
+    return bool(resolved and fails), ev
+
+
+def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None) -> list:
+    """Verdicts of the planted faults from their studies (:class:`~.study.Study` objects,
+    any of them None to skip)."""
+    out = []
+    if position_weighted is not None:
+        ok, ev = rejected(position_weighted.rows, position_weighted.verdicts)
+        out.append({"claim": "planted fault: position-weighted (non-invariant) F is rejected",
+                    "passed": ok, "detail": ev})
+    if symmetrized is not None:
+        ok = follows_ode(symmetrized.verdicts)
+        det = "; ".join(v["detail"] for v in symmetrized.verdicts[:2])
+        out.append({"claim": "its symmetrisation follows (2) (strong and weak orders in band)",
+                    "passed": ok, "detail": det})
+    if time_window is not None:
+        ok, ev = rejected(time_window.rows, time_window.verdicts)
+        tau = time_window.config.get("tau")
+        out.append({"claim": f"planted fault: window='time' (latents stale by up to tau = {tau:g}) "
+                             "is rejected", "passed": ok, "detail": ev})
+    return out

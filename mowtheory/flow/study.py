@@ -1,0 +1,152 @@
+"""A convergence-rate study: replicas at several step sizes against the reference ODEs.
+
+:func:`run_study` runs :func:`~.simulate.simulate` at every eta (same theta_0, independent
+seeded streams), solves the theorem's ODE and the wrong one (:mod:`.reference`), computes
+errors, fitted orders and verdicts (:mod:`.rates`) and returns a :class:`Study` whose
+``to_json()`` is the CLI's JSON and ``table()`` its printed table.
+
+Seeds: theta_0 from ``torch.Generator().manual_seed(seed)``; the run at the i-th eta from
+``seed * 1000 + 1 + i``; the bootstrap from ``seed * 1000 + 999``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from .._validate import check_int, check_positive
+from .problems import get_problem
+from .rates import errors, fitted_order, order_verdict, wrong_ode_verdict
+from .reference import ReferenceSolution, solve_reference
+from .simulate import _check_common, simulate
+
+
+@dataclass
+class Study:
+    """Result of :func:`run_study` (``sims`` hold the raw replicas; not serialised)."""
+    config: dict
+    etas: list
+    rows: list
+    orders: dict
+    verdicts: list
+    ref: ReferenceSolution
+    wrong: ReferenceSolution
+    sims: list = field(repr=False, default_factory=list)
+    wall: float = 0.0
+    problem: object = None
+    extra: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ output
+    def to_json(self) -> dict:
+        def col(name):
+            return [None if getattr(r, name) is None else float(getattr(r, name)) for r in self.rows]
+        out = {k: self.config[k] for k in ("problem", "n", "k", "horizon", "replicas")}
+        out.update({k: v for k, v in self.config.items() if k not in out})
+        out.update({
+            "etas": list(self.etas),
+            "stable": [r.stable for r in self.rows],
+            "strong_error": col("strong"), "strong_error_se": col("strong_se"),
+            "weak_error": col("weak"), "weak_error_se": col("weak_se"),
+            "weak_noise_floor": col("noise_floor"),
+            "weak_resolved": [bool(r.resolved) for r in self.rows],
+            "wrong_ode_weak_error": col("wrong"),
+            "diverged_replicas": [s.diverged for s in self.sims] if self.sims else None,
+            "orders": {k: o.to_json() for k, o in self.orders.items()},
+            "verdicts": self.verdicts,
+            "wall_seconds": round(self.wall, 2),
+        })
+        out.update(self.extra)
+        return out
+
+    def table(self) -> str:
+        c = self.config
+        head = (f"{c['problem']}: n={c['n']} k={c['k']} horizon={c['horizon']:g} "
+                f"replicas={c['replicas']} init={c['init']} refresh={c['refresh']} "
+                f"reduction={c['reduction']} balanced={c['balanced']} window={c['window']}"
+                + (f" tau={c['tau']:g}" if c.get("tau") is not None else ""))
+        lines = [head, f"{'eta':>10}  {'strong':>9}  {'weak +/- se':>22}  {'wrong-ODE':>9}"]
+        for r, s in zip(self.rows, self.sims or [None] * len(self.rows)):
+            if not r.stable:
+                why = (f" ({s.diverged}/{s.replicas} replicas diverged by t={s.diverged_at:g})"
+                       if s is not None and s.diverged_at is not None else "")
+                lines.append(f"{r.eta:>10g}  unstable{why}")
+                continue
+            weak = f"{r.weak:.3e} +/- {r.weak_se:.1e}" if r.weak_se is not None else f"{r.weak:.3e}"
+            flag = "" if r.resolved else "  (at noise floor)"
+            lines.append(f"{r.eta:>10g}  {r.strong:9.4f}  {weak:>22}  {r.wrong:9.4f}{flag}")
+        for kind in ("strong", "weak"):
+            o = self.orders[kind]
+            if math.isfinite(o.estimate):
+                lines.append(f"{kind} order: {o.estimate:.3f}  95% CI [{o.ci[0]:.3f}, {o.ci[1]:.3f}]")
+            else:
+                lines.append(f"{kind} order: n/a ({o.note})")
+        return "\n".join(lines)
+
+
+def default_etas(problem, horizon=None) -> list:
+    return list(problem.defaults.get("etas", (0.04, 0.02, 0.01, 0.005, 0.0025)))
+
+
+def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
+              n: Optional[int] = None, k: Optional[int] = None,
+              etas: Optional[Sequence[float]] = None, replicas: int = 2048,
+              horizon: Optional[float] = None, seed: int = 0, init: str = "encode",
+              refresh: str = "post", reduction: str = "sum", balanced: bool = False,
+              window: str = "steps", tau: Optional[float] = None, record: int = 32,
+              bootstrap: int = 200, progress: bool = False, keep_sims: bool = True,
+              desc: Optional[str] = None) -> Study:
+    """Run the study and return a :class:`Study`. ``None`` arguments take the problem's
+    defaults (``problem.defaults``: n, k, horizon, etas)."""
+    t0 = time.perf_counter()
+    prob = get_problem(problem, **(params or {}))
+    dflt = prob.defaults
+    n = check_int("n", dflt.get("n", 8) if n is None else n, low=2)
+    k = check_int("k", dflt.get("k", 1) if k is None else k, low=1, high=n, high_name="n")
+    horizon = check_positive("horizon", dflt.get("horizon", 1.0) if horizon is None else horizon)
+    etas = sorted((check_positive("etas", e) for e in (etas or default_etas(prob))), reverse=True)
+    if len(etas) < 2:
+        raise ValueError(f"etas must hold at least 2 step sizes to fit an order; got {etas}")
+    replicas = check_int("replicas", replicas, low=2)
+    seed = check_int("seed", seed, low=0)
+    if window == "time" and tau is None:
+        tau = horizon / 4
+    theta0 = prob.theta0(torch.Generator().manual_seed(seed))
+    kw = dict(n=n, k=k, reduction=reduction, balanced=balanced)
+    for eta in etas:   # validate every option before the long part
+        _check_common(prob, theta0, n, k, eta, horizon, replicas, init, refresh, reduction,
+                      window, tau, record)
+    ref = solve_reference(prob, theta0, horizon, ode="mow", **kw)
+    wrong = solve_reference(prob, theta0, horizon, ode="wrong", **kw)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        total = sum(int(round(horizon / e)) for e in etas)
+        bar = tqdm(total=total, desc=desc or f"{prob.name} n={n} k={k}", unit="step",
+                   leave=False, dynamic_ncols=True)
+    sims, rows = [], []
+    boot_gen = torch.Generator().manual_seed(seed * 1000 + 999)
+    try:
+        for i, eta in enumerate(etas):
+            sim = simulate(prob, theta0, eta=eta, horizon=horizon, replicas=replicas,
+                           generator=torch.Generator().manual_seed(seed * 1000 + 1 + i),
+                           init=init, refresh=refresh, window=window, tau=tau, record=record,
+                           progress=bar, **kw)
+            rows.append(errors(sim, ref, wrong, bootstrap=bootstrap, generator=boot_gen))
+            sims.append(sim)
+    finally:
+        if bar is not None:
+            bar.close()
+    orders = {"strong": fitted_order(rows, "strong"), "weak": fitted_order(rows, "weak")}
+    verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak")]
+    if k < n:
+        verdicts.append(wrong_ode_verdict(rows))
+    config = dict(problem=prob.name, n=n, k=k, horizon=horizon, replicas=replicas, seed=seed,
+                  init=init, refresh=refresh, reduction=reduction, balanced=bool(balanced),
+                  window=window, tau=tau, record=record, bootstrap=bootstrap,
+                  theta0=[float(v) for v in theta0])
+    return Study(config=config, etas=etas, rows=rows, orders=orders, verdicts=verdicts,
+                 ref=ref, wrong=wrong, sims=sims if keep_sims else [],
+                 wall=time.perf_counter() - t0, problem=prob)

