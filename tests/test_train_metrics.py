@@ -67,7 +67,7 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     x, y = _blobs(256, 0)
     xv, yv = _blobs(64, 1)
     net, info = metrics.feature_network("blobs", x, y, cache_dir=tmp_path, x_val=xv,
-                                        labels_val=yv, epochs=3)
+                                        labels_val=yv, epochs=3, min_steps=30)
     assert info["metric"] == "FD-small-classifier" and info["cached"] is False
     assert info["val_accuracy"] > 0.9
     path = info["path"]
@@ -76,7 +76,8 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("the cached network should have been loaded, not retrained")
     monkeypatch.setattr(torch.optim, "Adam", no_training)
-    net2, info2 = metrics.feature_network("blobs", x, y, cache_dir=tmp_path, epochs=3)
+    net2, info2 = metrics.feature_network("blobs", x, y, cache_dir=tmp_path, epochs=3,
+                                          min_steps=30)
     assert info2["cached"] is True and info2["path"] == path
     assert os.stat(path).st_mtime_ns == mtime
     f1, f2 = metrics.features(net, xv), metrics.features(net2, xv)
@@ -87,7 +88,8 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     assert between > within
     monkeypatch.undo()
     # unlabelled data: a small autoencoder, named differently, cached separately
-    _, info3 = metrics.feature_network("blobs", x, None, cache_dir=tmp_path, epochs=1)
+    _, info3 = metrics.feature_network("blobs", x, None, cache_dir=tmp_path, epochs=1,
+                                       min_steps=10)
     assert info3["metric"] == "FD-small-autoencoder" and info3["path"] != path
 
 

@@ -24,7 +24,8 @@ def _small(out, **kw):
 
 
 def test_one_epoch_writes_every_file(tmp_path, cache_dir):
-    report = train(_small(tmp_path / "run", limit=48, fd=True, images=True, cache_dir=cache_dir))
+    report = train(_small(tmp_path / "run", limit=48, fd=True, images=True, cache_dir=cache_dir,
+                          fd_train_steps=100))
     out = tmp_path / "run"
     for name in trainer_mod.OUTPUT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name

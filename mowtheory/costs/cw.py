@@ -35,7 +35,7 @@ def _kernel(n: Optional[int], *, gamma: Optional[float] = None) -> Optional[Kern
         return None
 
     def pair(a: Tensor, b: Tensor) -> Tensor:
-        return (g + sqdist(a, b) / (2 * a.shape[-1] - 3)).rsqrt()
+        return (sqdist(a, b) * (1.0 / (2 * a.shape[-1] - 3)) + g).rsqrt()
 
     def unary(a: Tensor) -> Tensor:
         return (g + 0.5 + a.square().sum(-1) / (2 * a.shape[-1] - 3)).rsqrt()

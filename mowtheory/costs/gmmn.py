@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .._validate import check_latents, check_pair
-from .pairwise import Kernel, Weights, check_positive_seq, full_value, sqdist
+from .pairwise import Kernel, Weights, check_positive_seq, full_value, scale_sum, sqdist
 
 __all__ = ["gmmn_mmd", "DEFAULT_BANDWIDTHS"]
 
@@ -23,12 +23,17 @@ def _check_params(bandwidths=DEFAULT_BANDWIDTHS, sqrt=False) -> dict:
     return {"bandwidths": check_positive_seq("bandwidths", bandwidths), "sqrt": sqrt}
 
 
+def _gauss(d2, inv_2s2):
+    return torch.exp(-d2 * inv_2s2)
+
+
 def _kernel(n: Optional[int] = None, *, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
             sqrt: bool = False) -> Kernel:
     """kappa(a, b) = sum_sigma exp(-|a - b|^2 / (2 sigma^2))."""
+    inv = tuple(1.0 / (2.0 * s * s) for s in bandwidths)
+
     def pair(a: Tensor, b: Tensor) -> Tensor:
-        d2 = sqdist(a, b)
-        return sum(torch.exp(-d2 / (2.0 * s * s)) for s in bandwidths)
+        return scale_sum(_gauss, sqdist(a, b), inv)
 
     return Kernel(pair, None, ("gmmn", tuple(bandwidths)))
 

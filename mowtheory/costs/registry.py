@@ -13,7 +13,8 @@ from torch import Tensor
 from .._validate import check_choice, check_int, check_latents, check_pair
 from . import cw as _cw, energy as _energy, gmmn as _gmmn, pulling_away as _pa
 from . import swae as _sw, wae as _mmd
-from .pairwise import SplitCache, cache_init, cache_unresolved, cache_update, split_value
+from .pairwise import (SplitCache, cache_init, cache_unresolved, cache_update, full_value,
+                       split_value)
 
 __all__ = ["BatchCost", "SplitCache", "get", "names"]
 
@@ -24,6 +25,16 @@ class _Impl(NamedTuple):
     kernel: Optional[Callable]           # kernel(n, **params) -> Kernel | None; None: no split
     weights: Optional[Callable]          # weights(n, n_y, **params) -> Weights
     meta: Callable[[dict], dict]         # params -> metadata fields
+
+
+def _eager_checks(t: Tensor) -> bool:
+    """Whether the per-step, data-dependent argument checks of ``split``/``update_cache``
+    (finite fresh rows, slot ranges and distinctness) read ``t`` on the host: only for CPU
+    tensors, where that synchronises nothing. On an accelerator reading values would stall
+    the step on the device every time, so slots are checked by device-side asserts
+    (``torch._assert_async``) and values are not scanned (a non-finite latent gives a
+    non-finite cost, which the caller sees)."""
+    return t.device.type == "cpu"
 
 
 def _with(fn, **fixed):
@@ -129,13 +140,15 @@ class BatchCost:
 
     def _check_y(self, y, ref_name: str, ref: Tensor) -> None:
         self._check_y_presence(y)
-        if y is not None:
-            check_latents("y", y, min_n=self.min_n)
+        if y is not None:   # a fresh prior sample each step: shape checks only (O(n_y D) scan)
+            check_latents("y", y, min_n=self.min_n, finite=False)
             check_pair(ref_name, ref, "y", y)
 
     def _check_window(self, H: Tensor, new_name: str, new: Tensor) -> None:
-        check_latents("H", H, min_n=0, min_d=self.min_d)
-        check_latents(new_name, new, min_n=1, dim=H.shape[-1])
+        # hot path (every MoW step): the window H (O(m D)) is not scanned for NaN/inf, and
+        # the k fresh rows only where reading them synchronises nothing (_eager_checks)
+        check_latents("H", H, min_n=0, min_d=self.min_d, finite=False)
+        check_latents(new_name, new, min_n=1, dim=H.shape[-1], finite=_eager_checks(new))
         check_pair("H", H, new_name, new)
 
     def _kernel(self, n: Optional[int]):
@@ -143,8 +156,22 @@ class BatchCost:
 
     # ----------------------------------------------------------------------- evaluation
     def __call__(self, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        """Full value ``F(z[, y])``, 0-dim; ``z``: ``(n, D)``, ``y``: ``(n_y, D)`` or None."""
+        """Full value ``F(z[, y])``, 0-dim; ``z``: ``(n, D)``, ``y``: ``(n_y, D)`` or None.
+
+        On CPU the cost function checks shapes and values. On an accelerator the pairwise
+        costs check shapes only (no NaN/inf scan, which would synchronise with the device:
+        a non-finite input gives a non-finite value) and evaluate the same declaration;
+        ``swae`` always runs its function with all checks.
+        """
         self._check_y_presence(y)  # shapes and values are checked by the cost function
+        if isinstance(z, Tensor) and not _eager_checks(z) and self.supports_split:
+            check_latents("z", z, min_n=self.min_n, min_d=self.min_d, finite=False)
+            if y is not None:
+                check_latents("y", y, min_n=self.min_n, finite=False)
+                check_pair("z", z, "y", y)
+            n = z.shape[0]
+            weights = self._impl.weights(n, None if y is None else y.shape[0], **self.params)
+            return full_value(self._kernel(n), weights, z, y)
         args = (z, y) if self.needs_prior else (z,)
         return self._impl.fn(*args, **self.params)
 
@@ -174,6 +201,10 @@ class BatchCost:
             H: ``(m, D)`` window *before* the replacement.
             slots: LongTensor of ``k`` distinct indices in ``[0, m)``.
             new: ``(k, D)`` rows entering the window (detached).
+
+        Per-step checks never synchronise with an accelerator: ``H`` is not scanned for
+        NaN/inf; ``slots`` and the finiteness of ``new`` are checked on the host for CPU
+        tensors, by device-side asserts (slots only) otherwise.
         """
         self._check_window(H, "new", new)
         m, k = H.shape[0], new.shape[0]
@@ -183,10 +214,19 @@ class BatchCost:
         if slots.shape[0] != k:
             raise ValueError(f"slots must have one index per row of new (k={k}); "
                              f"got {slots.shape[0]} indices")
-        if k > 0 and (int(slots.min()) < 0 or int(slots.max()) >= m):
-            raise ValueError(f"slots must be indices in [0, m) = [0, {m}); got {slots.tolist()}")
-        if torch.unique(slots).shape[0] != k:
-            raise ValueError(f"slots must be distinct indices; got {slots.tolist()}")
+        if _eager_checks(slots):
+            idx = slots.tolist()
+            if any(i < 0 or i >= m for i in idx):
+                raise ValueError(f"slots must be indices in [0, m) = [0, {m}); got {idx}")
+            if len(set(idx)) != k:
+                raise ValueError(f"slots must be distinct indices; got {idx}")
+        elif k > 0:   # on an accelerator: device-side asserts, no host synchronisation
+            s_sorted = torch.sort(slots).values
+            torch._assert_async(((s_sorted[0] >= 0) & (s_sorted[-1] < m)),
+                                f"slots must be indices in [0, m) = [0, {m})")
+            if k > 1:
+                torch._assert_async((s_sorted[1:] != s_sorted[:-1]).all(),
+                                    "slots must be distinct indices")
         if cache is not None and not isinstance(cache, SplitCache):
             raise TypeError(f"cache must be a SplitCache or None; got {type(cache).__name__}")
         if not self.supports_split:
@@ -207,6 +247,10 @@ class BatchCost:
                 ``Z``, value off by a constant, ``O(n k D)``. Ignored otherwise (log/sqrt
                 outer: the exact value is computed; with a prior sample the frozen-prior and
                 prior-prior blocks then cost ``O(n n_y D)``).
+
+        Only shapes, dtypes and devices are checked, plus the finiteness of ``Z`` on CPU:
+        ``H`` and ``y`` are not scanned for NaN/inf (``O(n D)`` per step, and a host
+        synchronisation on an accelerator); a non-finite input gives a non-finite value.
 
         Returns:
             0-dim tensor. Costs without split support (``swae``) evaluate

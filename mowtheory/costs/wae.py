@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .._validate import check_choice, check_latents, check_pair, check_positive
-from .pairwise import Kernel, Weights, check_positive_seq, full_value, sqdist
+from .pairwise import Kernel, Weights, check_positive_seq, full_value, scale_sum, sqdist
 
 __all__ = ["mmd", "DEFAULT_SCALES"]
 
@@ -20,15 +20,24 @@ def _check_params(kernel="imq", scales=DEFAULT_SCALES, sigma2=1.0) -> dict:
             "sigma2": check_positive("sigma2", sigma2)}
 
 
+def _imq(d2, c):
+    return c / (c + d2)
+
+
+def _rbf(d2, inv_c):
+    return torch.exp(-d2 * inv_c)
+
+
 def _kernel(n: Optional[int] = None, *, kernel: str = "imq",
             scales: Sequence[float] = DEFAULT_SCALES, sigma2: float = 1.0) -> Kernel:
     """kappa(a, b) = sum_s k_C(a, b), C = 2 D sigma2 s; IMQ C / (C + d^2), RBF exp(-d^2 / C)."""
     def pair(a: Tensor, b: Tensor) -> Tensor:
         d2 = sqdist(a, b)
         base = 2.0 * a.shape[-1] * sigma2
+        cs = tuple(base * s for s in scales)
         if kernel == "imq":
-            return sum(base * s / (base * s + d2) for s in scales)
-        return sum(torch.exp(-d2 / (base * s)) for s in scales)
+            return scale_sum(_imq, d2, cs)
+        return scale_sum(_rbf, d2, tuple(1.0 / c for c in cs))
 
     return Kernel(pair, None, ("wae", kernel, tuple(scales), sigma2))
 

@@ -15,7 +15,8 @@ All functions broadcast over leading batch dimensions ``...``.
   transform of ``Q = (1/k) sum_j |y_j|^2``,
   ``E exp(-s Q) = [det(I + 2 s A / k)^(-1/2) exp(-(s/k) m^T (I + 2 s A / k)^(-1) m)]^k``,
   integrated by the trapezoidal rule in ``u = log s`` (an analytic integrand decaying like
-  ``exp(-|u|/2)`` at both ends: the rule converges geometrically, to ~1e-13 here).
+  ``exp(-|u|/2)`` at both ends: the rule converges geometrically, to ~1e-13 here; for small s
+  the log-determinant is taken from its power series, as ``log(1 + tiny)`` would round to 0).
 """
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ def expected_reduced_quadratic(m: torch.Tensor, A: torch.Tensor, k: int,
     sk = (s / k).reshape(-1, 1, 1)                                   # (U, 1, 1)
     M = _eye(d, A) + 2.0 * sk * A.unsqueeze(-3)                      # (..., U, d, d)
     logdet = torch.linalg.slogdet(M)[1]                              # (..., U)
+    # small s: log det(I + cA) = sum_r (-1)^(r+1) c^r tr(A^r) / r (slogdet loses log(1 + tiny))
+    c = 2.0 * s / k                                                  # (U,)
+    trA = torch.diagonal(A, dim1=-2, dim2=-1).sum(-1).unsqueeze(-1)  # (..., 1)
+    small = c * trA.abs() < 1e-3
+    cs = torch.where(small, c, torch.zeros_like(c))                  # no overflow off the mask
+    series = torch.zeros_like(logdet)
+    Ar = A
+    for r in range(1, 6):
+        tr_r = torch.diagonal(Ar, dim1=-2, dim2=-1).sum(-1).unsqueeze(-1)
+        series = series + (-1) ** (r + 1) * cs ** r * tr_r / r
+        Ar = Ar @ A
+    logdet = torch.where(small, series, logdet)
     mm = m.unsqueeze(-2).expand(*M.shape[:-1])                       # (..., U, d)
     quad = (mm.unsqueeze(-2) @ torch.linalg.solve(M, mm.unsqueeze(-1))).squeeze(-1).squeeze(-1)
     log_lt = k * (-0.5 * logdet - (s / k) * quad)                    # log E exp(-s Q)

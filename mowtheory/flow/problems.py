@@ -229,7 +229,7 @@ class MMDGaussian(Problem):
 
     name = "mmd-gaussian"
     needs_prior = True
-    defaults = {"n": 8, "k": 1, "horizon": 2.0, "etas": (0.04, 0.02, 0.01, 0.005, 0.0025)}
+    defaults = {"n": 8, "k": 1, "horizon": 1.0, "etas": (0.04, 0.02, 0.01, 0.005, 0.0025)}
 
     def __init__(self, data_dim: int = 2, latent_dim: int = 2, bandwidth2: float = 1.0,
                  lam: float = 4.0, init_scale: float = 0.5):
@@ -271,8 +271,10 @@ class MMDGaussian(Problem):
         n, m = z.shape[-2], prior.shape[-2]
         s2 = self.bandwidth2
 
-        def gram(a, c):
-            return torch.exp(-(a.unsqueeze(-2) - c.unsqueeze(-3)).pow(2).sum(-1) / (2.0 * s2))
+        def gram(a, c):   # exp(-|a_i - c_j|^2 / (2 s2)) via |a|^2 + |c|^2 - 2 a.c (batched matmul)
+            d2 = (a.pow(2).sum(-1).unsqueeze(-1) + c.pow(2).sum(-1).unsqueeze(-2)
+                  - 2.0 * a @ c.transpose(-1, -2))
+            return torch.exp(-d2.clamp_min(0.0) / (2.0 * s2))
 
         def offdiag_mean(K, size):
             return (K.sum((-1, -2)) - torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)) / (size * (size - 1))
@@ -302,9 +304,9 @@ class Scalar(Problem):
     n_params = 1
     data_dim = 1
     latent_dim = 1
-    defaults = {"n": 8, "k": 1, "horizon": 1.0, "etas": (0.04, 0.02, 0.01, 0.005, 0.0025)}
+    defaults = {"n": 8, "k": 1, "horizon": 1.0, "etas": (0.05, 0.025, 0.0125, 0.00625, 0.003125)}
 
-    def __init__(self, s2: float = 1.0, beta: float = 0.5, theta_init: float = 0.2):
+    def __init__(self, s2: float = 1.0, beta: float = 0.5, theta_init: float = 1.8):
         self.s2 = check_positive("s2", s2)
         self.beta = check_positive("beta", beta, allow_zero=True)
         self.theta_init = float(theta_init)
@@ -347,7 +349,7 @@ class PositionWeighted(Scalar):
     ``w_i = 2 i / (n (n + 1))``), optionally symmetrised by :func:`mowtheory.costs.symmetrize`."""
 
     name = "position-weighted"
-    defaults = {"n": 4, "k": 1, "horizon": 1.0, "etas": (0.04, 0.02, 0.01, 0.005, 0.0025)}
+    defaults = {"n": 4, "k": 1, "horizon": 1.0, "etas": (0.1, 0.05, 0.025, 0.0125, 0.00625)}
 
     def __init__(self, s2: float = 1.0, beta: float = 0.1, theta_init: float = 0.2,
                  symmetrize: bool = False, n_permutations: Optional[int] = None,

@@ -138,16 +138,23 @@ def _check_common(problem, theta0, n, k, eta, horizon, replicas, init, refresh, 
     return problem, theta0, n, k, eta, horizon, replicas, steps, tau, lag, rec
 
 
-def _mow_step(problem, theta, window_z, x, prior, eta, reduction, balanced):
-    """One gradient step of MoW for a batch of replicas (any leading shape, incl. none).
-    Returns (new theta, fresh latents detached)."""
+def mow_gradient(problem, theta, window_z, x, prior, reduction="sum", balanced=False):
+    """The MoW gradient of every replica (any leading shape, incl. none): theta ``(..., P)``,
+    window latents ``(..., n-k, D)`` (frozen), fresh examples ``(..., k, d)``, prior
+    ``(..., n, D)`` or None. One autograd pass over the sum of the replicas' costs.
+    Returns ``(grad (..., P), fresh latents (..., k, D) detached)``."""
     th = theta.detach().requires_grad_(True)
     fresh = problem.encode(th, x)
     G = problem.per_example(th, x)
     parts = mow_loss(problem.batch_cost, fresh, window_z, G, prior=prior,
                      reduction=reduction, balanced=balanced)
     (grad,) = torch.autograd.grad(parts.total.sum(), th)
-    return (theta - eta * grad).detach(), fresh.detach()
+    return grad, fresh.detach()
+
+
+def _mow_step(problem, theta, window_z, x, prior, eta, reduction, balanced):
+    grad, fresh = mow_gradient(problem, theta, window_z, x, prior, reduction, balanced)
+    return (theta.detach() - eta * grad), fresh
 
 
 def _finite_ok(theta, blowup):

@@ -86,7 +86,8 @@ class Study:
         return "\n".join(lines)
 
 
-def default_etas(problem, horizon=None) -> list:
+def default_etas(problem) -> list:
+    """The problem's suggested step sizes (``problem.defaults["etas"]``)."""
     return list(problem.defaults.get("etas", (0.04, 0.02, 0.01, 0.005, 0.0025)))
 
 
@@ -143,7 +144,10 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
     verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak")]
     if k < n:
         verdicts.append(wrong_ode_verdict(rows))
+    plain = (int, float, str, bool, list, tuple, type(None))
     config = dict(problem=prob.name, n=n, k=k, horizon=horizon, replicas=replicas, seed=seed,
+                  params={key: v if isinstance(v, plain) else repr(v)
+                          for key, v in (params or {}).items()},
                   init=init, refresh=refresh, reduction=reduction, balanced=bool(balanced),
                   window=window, tau=tau, record=record, bootstrap=bootstrap,
                   theta0=[float(v) for v in theta0])

@@ -52,12 +52,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises ``FileNotFoundError`` (with the path) when there is none, ``ValueError`` when the
-    file is not a mowtheory training checkpoint.
+    file is truncated or corrupt or not a mowtheory training checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError...
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{path}: the checkpoint is truncated or corrupt and cannot be loaded "
+                         f"({type(exc).__name__}: {first[:120]}); start afresh with --overwrite "
+                         f"(overwrite=True) or choose another --out") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a mowtheory training checkpoint (format {FORMAT})")
     return state

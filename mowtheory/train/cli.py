@@ -8,11 +8,13 @@ Example::
 Writes ``metrics.jsonl``, ``report.json``, ``checkpoint.pt`` and the PNG figures in ``--out``.
 Exit status: 0 done, 2 bad input (one-line message), 3 non-finite loss (the last good
 checkpoint is kept).
+
+Several processes: ``torchrun --nproc_per_node=P -m mowtheory train ... --distributed``; each
+process reads k examples a step (the step of one process with k·P), rank 0 writes the files.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
@@ -46,7 +48,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="image side for celeba/ffhq (default 64/1024)")
     g.add_argument("--limit", type=int, default=None, help="use the first LIMIT training examples")
     m = p.add_argument_group("MoW")
-    m.add_argument("--n", type=int, default=64, help="batch size seen by the batch cost F")
+    m.add_argument("--n", "--batch-n", dest="n", type=int, default=64,
+                   help="batch size seen by the batch cost F")
     m.add_argument("--k", type=int, default=1, help="fresh examples per step (1 <= k <= n)")
     m.add_argument("--lambda", dest="lam", type=float, default=1.0,
                    help="weight of the batch cost F")
@@ -76,6 +79,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="continue from OUT/checkpoint.pt (the configuration must match)")
     r.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT that already holds a checkpoint")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also write the checkpoint every this many steps (0: each epoch only)")
     r.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda when available, else cpu")
     r.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
@@ -89,10 +94,19 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="cache of the FD feature network (default OUT/cache)")
     r.add_argument("--no-fd", dest="fd", action="store_false",
                    help="skip the Fréchet distance (FD-small-classifier)")
+    r.add_argument("--fd-train-steps", type=int, default=800,
+                   help="minimum training steps of the FD feature network (trained once, cached)")
     r.add_argument("--no-images", dest="images", action="store_false",
                    help="do not write the PNG figures")
     r.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    d = p.add_argument_group("several processes")
+    d.add_argument("--distributed", action="store_true",
+                   help="data-parallel MoW under `torchrun --nproc_per_node=P -m mowtheory train "
+                        "... --distributed`: each process reads k examples a step (the step of "
+                        "one process with k*P); rank 0 evaluates and writes the files")
+    d.add_argument("--dist-timeout", type=float, default=1800.0,
+                   help="seconds every collective may wait (rank 0's evaluations must fit)")
     return p
 
 
@@ -112,9 +126,11 @@ def config_from_args(args):
         seed=args.seed, arch=args.arch, latent_dim=args.latent_dim, resolution=args.resolution,
         data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit,
         distance_n=args.distance_n, eval_every=args.eval_every,
-        swae_directions=args.swae_directions, bf16=args.bf16, fd=args.fd, images=args.images,
+        swae_directions=args.swae_directions, bf16=args.bf16, fd=args.fd,
+        fd_train_steps=args.fd_train_steps, images=args.images,
         cache_dir=args.cache_dir, resume=args.resume, overwrite=args.overwrite,
-        progress=args.progress)
+        checkpoint_every=args.checkpoint_every, progress=args.progress,
+        distributed=args.distributed, dist_timeout=args.dist_timeout)
 
 
 def run(args) -> int:
@@ -126,6 +142,8 @@ def run(args) -> int:
     except NonFiniteLoss as exc:
         print(f"mowtheory train: error: {exc}", file=sys.stderr)
         return 3
+    if report.get("rank", 0) != 0:
+        return 0                      # rank 0 reports for every process
     fm = report["final_metrics"]
     keys = ["recon_error", "wae_distance", "cw_distance"] + (
         [report["fd_metric"]] if report.get("fd_metric") else [])

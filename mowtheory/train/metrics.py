@@ -33,7 +33,7 @@ from .._validate import check_int, check_positive
 
 FD_CLASSIFIER = "FD-small-classifier"
 FD_AUTOENCODER = "FD-small-autoencoder"
-FEATURE_NET_VERSION = 1
+FEATURE_NET_VERSION = 2
 _MAX_FEATURE_RES = 64      # feature networks see images average-pooled to at most 64x64
 
 
@@ -100,17 +100,20 @@ def latent_distances(z: torch.Tensor, *, generator: Optional[torch.Generator] = 
     """Distances of latents ``z`` (``(N, D)``) to the prior N(0, I).
 
     Returns ``{"wae_distance": MMD with IMQ kernels between z and a prior sample of the same
-    size, "cw_distance": Cramér–Wold distance of z to N(0, I)}`` (float64 computations, at most
-    ``max_n`` rows of z: both statistics are O(N^2)).
+    size, "cw_distance": Cramér–Wold distance of z to N(0, I)}`` (float64 while N^2 D <= 4e7,
+    else float32 with float64 sums; at most ``max_n`` rows of z: both statistics are O(N^2 D)).
     """
     from .. import costs
 
-    z = z.detach().double().cpu()
+    z = z.detach().cpu()
     if len(z) > max_n:
         z = z[:max_n]
+    # the kernels build (N, N, D) difference tensors: float64 while they stay small
+    dtype = torch.float64 if z.shape[0] ** 2 * z.shape[1] <= 4e7 else torch.float32
+    z = z.to(dtype)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    y = torch.randn(z.shape, generator=generator, dtype=torch.float64)
+    y = torch.randn(z.shape, generator=generator, dtype=torch.float64).to(dtype)
     return {"wae_distance": float(costs.mmd(z, y)), "cw_distance": float(costs.cramer_wold(z))}
 
 
@@ -200,8 +203,8 @@ class SmallClassifier(nn.Module):
         return self._prep(x).flatten(1)
 
 
-def _digest(x: torch.Tensor, labels: Optional[torch.Tensor]) -> str:
-    h = hashlib.sha1()
+def _digest(x: torch.Tensor, labels: Optional[torch.Tensor], extra: str = "") -> str:
+    h = hashlib.sha1(extra.encode())
     h.update(str(tuple(x.shape)).encode())
     step = max(1, len(x) // 64)
     h.update(x[::step].contiguous().float().numpy().tobytes())
@@ -213,7 +216,8 @@ def _digest(x: torch.Tensor, labels: Optional[torch.Tensor]) -> str:
 def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
                     cache_dir, x_val: Optional[torch.Tensor] = None,
                     labels_val: Optional[torch.Tensor] = None, epochs: int = 5,
-                    batch_size: int = 128, lr: float = 1e-3, seed: int = 0, max_train: int = 20000,
+                    batch_size: int = 128, lr: float = 2e-3, min_steps: int = 800,
+                    seed: int = 0, max_train: int = 20000,
                     max_seconds: float = 300.0, device="cpu", log: Optional[Callable] = None):
     """A feature network for the Fréchet distance, trained once and cached.
 
@@ -224,7 +228,8 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
         cache_dir: directory of the cache; the file name holds the dataset name, the input
             shape, the kind and a digest of the training data, so a changed data set retrains.
         x_val, labels_val: optional held-out labelled images to report the accuracy.
-        epochs, batch_size, lr, seed, max_train, max_seconds: training budget.
+        epochs, min_steps, batch_size, lr, seed, max_train, max_seconds: training budget
+            (at least ``epochs`` passes and ``min_steps`` steps, stopped after ``max_seconds``).
 
     Returns ``(network, info)``: ``network`` in eval mode on ``device``; ``info`` a dict with
     ``metric`` (``"FD-small-classifier"`` or ``"FD-small-autoencoder"``), ``path``, ``cached``
@@ -245,7 +250,7 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
     if h != w:
         raise ValueError(f"images must be square for the feature network; got {h}x{w}")
     n_classes = int(labels.max()) + 1 if labels is not None else None
-    key = _digest(x, labels)
+    key = _digest(x, labels, f"{epochs}-{min_steps}-{batch_size}-{lr}-{seed}-{max_train}")
     cache_dir = Path(cache_dir)
     path = cache_dir / f"fdnet-{name}-{c}x{h}x{w}-{kind}-v{FEATURE_NET_VERSION}-{key}.pt"
     net = SmallClassifier(c, h, n_classes)
@@ -265,7 +270,9 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
         idx = torch.randperm(len(x), generator=g)[:max_train]
         x, labels = x[idx], (labels[idx] if labels is not None else None)
     t0, steps, last = time.perf_counter(), 0, float("nan")
-    for epoch in range(epochs):
+    epoch = 0
+    while epoch < epochs or steps < min_steps:
+        epoch += 1
         perm = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
@@ -283,7 +290,7 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
             break
     net.eval()
     info = {"metric": metric, "kind": kind, "dataset": name, "input_shape": [c, h, w],
-            "epochs": epoch + 1, "steps": steps, "train_examples": len(x), "final_loss": last,
+            "epochs": epoch, "steps": steps, "train_examples": len(x), "final_loss": last,
             "seconds": round(time.perf_counter() - t0, 2)}
     if labels is not None and x_val is not None and labels_val is not None:
         info["val_accuracy"] = classifier_accuracy(net, x_val, labels_val, device=device)

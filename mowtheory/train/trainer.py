@@ -34,7 +34,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -55,9 +55,9 @@ DEVICES = ("cpu", "cuda")
 MODEL_COSTS = {"cwae": "cwae", "wae": "wae", "swae": "swae", "gmmn": "gmmn", "energy": "energy"}
 
 #: configuration keys that may change when resuming (they do not change the trained weights)
-RESUME_FREE = ("out", "resume", "overwrite", "device", "epochs", "eval_every", "eval_limit",
-               "distance_n", "fd", "images", "progress", "stop_after_steps", "data_dir",
-               "cache_dir")
+RESUME_FREE = ("out", "resume", "overwrite", "epochs", "eval_every", "eval_limit",
+               "distance_n", "fd", "fd_train_steps", "images", "progress", "stop_after_steps",
+               "data_dir", "cache_dir", "checkpoint_every", "distributed", "dist_timeout")
 
 #: training examples at most for the FD feature network (loaded without the run's ``limit``)
 FD_TRAIN_LIMIT = 20000
@@ -69,8 +69,9 @@ OUTPUT_FILES = ("metrics.jsonl", "report.json", "checkpoint.pt", "samples.png",
 
 
 class NonFiniteLoss(RuntimeError):
-    """Training stopped: the loss became NaN or infinite. ``step`` is the first bad step
-    (1-based), ``parts`` the loss parts summed since the previous evaluation point."""
+    """Training stopped: the loss (or the latents after an update) became NaN or infinite.
+    ``step`` is the first bad step (1-based), ``parts`` its loss parts
+    (``total``, ``batch_cost``, ``per_example``)."""
 
     def __init__(self, message: str, *, step: int, parts: dict):
         super().__init__(message)
@@ -105,14 +106,22 @@ class TrainConfig:
         out: output directory; eval_every: also evaluate every this many steps (0: only at
         the end of each epoch); eval_limit: test examples used for the metrics (None: all);
         distance_n: test latents used for the O(N^2) latent distances; fd: compute the
-        Fréchet distance in small-classifier features; images: write the PNG figures;
+        Fréchet distance in small-classifier features (its network trained for at least
+        ``fd_train_steps`` steps, then cached); images: write the PNG figures;
         cache_dir: where the FD feature network is cached (None: ``out/cache``).
     Run control:
         device: ``"cpu"`` or ``"cuda"``; bf16: bfloat16 autocast for the networks (the costs
         run in float32); resume: continue from ``out/checkpoint.pt``; overwrite: start afresh
-        in an ``out`` that already holds a checkpoint; progress: tqdm bar;
-        stop_after_steps: stop (with a checkpoint) after this many steps in total, as if
+        in an ``out`` that already holds a checkpoint; checkpoint_every: also write the
+        checkpoint every this many steps (0: only at the end of each epoch); progress: tqdm
+        bar; stop_after_steps: stop (with a checkpoint) after this many steps in total, as if
         interrupted (for tests of ``resume``).
+    Several processes (``torchrun --nproc_per_node=P ... --distributed``):
+        distributed: join the process group torchrun set up; each of the P processes reads
+        k fresh examples a step (k·P <= n), which is the step of one process with k·P
+        (:class:`mowtheory.distributed.DistributedMoW`); rank 0 evaluates and writes the
+        files. dist_timeout: seconds every collective may wait (rank 0's evaluations must
+        fit in it).
     """
     model: str = "cwae"
     dataset: str = "digits"
@@ -140,12 +149,16 @@ class TrainConfig:
     swae_directions: int = 50
     bf16: bool = False
     fd: bool = True
+    fd_train_steps: int = 800
     images: bool = True
     cache_dir: Optional[str] = None
     resume: bool = False
     overwrite: bool = False
+    checkpoint_every: int = 0
     progress: bool = True
     stop_after_steps: Optional[int] = None
+    distributed: bool = False
+    dist_timeout: float = 1800.0
 
     def __post_init__(self):
         self.validate()
@@ -178,7 +191,11 @@ class TrainConfig:
         self.distance_n = check_int("distance_n", self.distance_n, low=2)
         self.eval_every = check_int("eval_every", self.eval_every, low=0)
         self.swae_directions = check_int("swae_directions", self.swae_directions, low=1)
-        for name in ("balanced", "bf16", "fd", "images", "resume", "overwrite", "progress"):
+        self.fd_train_steps = check_int("fd_train_steps", self.fd_train_steps, low=1)
+        self.checkpoint_every = check_int("checkpoint_every", self.checkpoint_every, low=0)
+        self.dist_timeout = check_positive("dist_timeout", self.dist_timeout)
+        for name in ("balanced", "bf16", "fd", "images", "resume", "overwrite", "progress",
+                     "distributed"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool; got {name}={getattr(self, name)!r}")
         if not isinstance(self.out, (str, Path)) or str(self.out) == "":
@@ -291,7 +308,7 @@ class _Evaluator:
                 self.fd_net, self.fd_info = metrics.feature_network(
                     cfg.dataset, x_train, labels, cache_dir=cache,
                     x_val=x_test if labels_val is not None else None, labels_val=labels_val,
-                    device=device, log=log)
+                    min_steps=cfg.fd_train_steps, device=device, log=log)
                 if labels is None:
                     self.fd_reason = ("no class labels for this dataset: Fréchet distance in the "
                                       "bottleneck features of a small autoencoder instead")
@@ -313,6 +330,7 @@ class _Evaluator:
         out["log_cw_distance"] = metrics.log_distance(out["cw_distance"]) \
             if math.isfinite(out["cw_distance"]) else float("nan")
         out["distance_n"] = len(zf)
+        out["latent_norm_mean"] = float(z.norm(dim=1).mean())   # diagnostic: runaway latents
         if self.fd_net is not None:
             g = torch.Generator().manual_seed(cfg.seed + 11)
             prior = torch.randn(len(self.x_test), model.latent_dim, generator=g)
@@ -328,7 +346,7 @@ class _Evaluator:
 # ----------------------------------------------------------------------------- train
 def train(config) -> dict:
     """Train an autoencoder with MoW_k(n); returns the report (also written to
-    ``out/report.json``).
+    ``out/report.json`` by rank 0).
 
     Args:
         config: a :class:`TrainConfig` (or a dict of its fields).
@@ -336,26 +354,75 @@ def train(config) -> dict:
     Returns:
         ``{"status": "completed" | "stopped", "config": {...}, "resolved": {...},
         "final_metrics": {...}, "step", "epochs_completed", "examples_seen",
-        "resumed_from_step", "files", ...}``.
+        "resumed_from_step", "steps_this_run", "rank", "world_size", "files", ...}``.
 
     Raises:
-        ValueError: bad configuration, resume with another configuration, an ``out`` that
-            already holds a checkpoint (without ``resume``/``overwrite``).
+        ValueError: bad configuration, resume with another configuration or number of
+            processes, an ``out`` that already holds a checkpoint (without
+            ``resume``/``overwrite``), a truncated checkpoint, ``distributed`` outside torchrun.
         FileNotFoundError: ``resume`` without a checkpoint, missing data files.
-        NonFiniteLoss: the loss became NaN/inf (the last good checkpoint is kept).
+        NonFiniteLoss: the loss (or the latents after an update) became NaN/inf; the last good
+            checkpoint is kept.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**dict(config))
     cfg.validate()
     t_start = time.perf_counter()
+    ctx = _join_process_group(cfg) if cfg.distributed else None
+    try:
+        return _train(cfg, ctx, t_start)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _join_process_group(cfg: "TrainConfig"):
+    import os
+
+    from ..distributed import init_distributed
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+        if rank is None or world is None:
+            raise ValueError(
+                f"--distributed (distributed=True) needs the process group that torchrun sets "
+                f"up; got RANK={rank}, WORLD_SIZE={world}: run `torchrun --nproc_per_node=P -m "
+                f"mowtheory train ... --distributed`, or drop --distributed for one process")
+    return init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout)
+
+
+def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     from .data import load_dataset
     from .models import build_autoencoder
+    from ..distributed import DistributedMoW, broadcast_parameters
+
+    world = ctx.world_size if ctx is not None else 1
+    rank = ctx.rank if ctx is not None else 0
+    main = rank == 0
+    kP = cfg.k * world                              # fresh examples per step, all processes
+    if kP > cfg.n:
+        raise ValueError(f"k * world_size must be <= n: each of the {world} processes reads "
+                         f"k={cfg.k} examples a step; got k * world_size={kP} > n={cfg.n}")
 
     out = Path(cfg.out)
     ckpt_path = out / ckpt.CHECKPOINT_NAME
     cfg_dict = cfg.to_dict()
     state = None
     if cfg.resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from: {ckpt_path} does "
+                                    f"not exist (start without --resume)")
         state = ckpt.load_checkpoint(ckpt_path)
+        saved_world = int(state.get("world_size", 1))
+        saved_k = int(state["config"].get("k", cfg.k))
+        if saved_world != world:
+            raise ValueError(
+                f"cannot resume from {ckpt_path}: it was written by a run with "
+                f"world_size={saved_world} (k={saved_k} per process), this run has "
+                f"world_size={world} (k={cfg.k} per process); resume it with the same number "
+                f"of processes: "
+                + (f"torchrun --nproc_per_node={saved_world} -m mowtheory train ... "
+                   f"--distributed --resume" if saved_world > 1 else
+                   "one process, without --distributed"))
         diff = ckpt.config_diff(state["config"], cfg_dict, ignore=RESUME_FREE)
         if diff:
             raise ValueError(
@@ -366,20 +433,21 @@ def train(config) -> dict:
         raise ValueError(f"out={str(out)!r} already holds a checkpoint ({ckpt_path}); pass "
                          f"resume=True (--resume) to continue it or overwrite=True "
                          f"(--overwrite) to start afresh")
-    out.mkdir(parents=True, exist_ok=True)
-    log = _Logger(cfg.progress)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = _Logger(cfg.progress and main)
 
     # ---- data and model
     res = _resolved(cfg)
-    device = torch.device(cfg.device)
+    device = ctx.device if ctx is not None else torch.device(cfg.device)
     x_train = load_dataset(cfg.dataset, split="train", data_dir=cfg.data_dir, seed=cfg.seed,
                            resolution=cfg.resolution, limit=cfg.limit)
     x_test = load_dataset(cfg.dataset, split="test", data_dir=cfg.data_dir, seed=cfg.seed,
                           resolution=cfg.resolution, limit=cfg.eval_limit)
     N = len(x_train)
-    if N < cfg.k or N < cfg.n - cfg.k:
-        raise ValueError(f"limit/dataset gives N={N} training examples; need N >= k={cfg.k} and "
-                         f"N >= n - k={cfg.n - cfg.k} (window init); got limit={cfg.limit}")
+    if N < kP or N < cfg.n - kP:
+        raise ValueError(f"limit/dataset gives N={N} training examples; need N >= k={kP} and "
+                         f"N >= n - k={cfg.n - kP} (window init); got limit={cfg.limit}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_autoencoder(res["arch"], latent_dim=cfg.latent_dim,
@@ -388,13 +456,16 @@ def train(config) -> dict:
         raise ValueError(f"arch={res['arch']!r} expects inputs {model.input_shape}; dataset "
                          f"{cfg.dataset!r} gives {tuple(x_train.shape[1:])}")
     model.to(device).train()
+    if ctx is not None:
+        broadcast_parameters(model)
     D = model.latent_dim
 
     # data on the device when it fits comfortably: indexing then never leaves the device
     on_device = device.type == "cpu" or x_train.numel() * 4 < 2 * 1024 ** 3
     x_data = x_train.to(device) if on_device else x_train
 
-    # ---- generators: data order, MoW (prior samples, swae directions, prior init), init
+    # ---- generators (identical on every process): data order, MoW (prior samples, swae
+    # directions, prior init), window init
     data_gen = torch.Generator().manual_seed(cfg.seed)
     mow_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     cost = build_cost(cfg.model, lam=cfg.lam, swae_directions=cfg.swae_directions,
@@ -406,21 +477,27 @@ def train(config) -> dict:
     def per_example(x, z):
         return (model.decode(z).float() - x.float()).pow(2).flatten(1).sum(1)
 
-    mow = MoW(encoder, cost, n=cfg.n, k=cfg.k, latent_dim=D, per_example=per_example,
-              reduction=cfg.reduction, balanced=cfg.balanced, refresh=cfg.refresh,
-              generator=mow_gen, device=device)
+    # one process: DistributedMoW(local=True) is plain MoW_k(n), step for step; it also keeps
+    # the loss parts of a step that fails after its update (``last_parts``)
+    dmow = DistributedMoW(encoder, cost, n=cfg.n, k=cfg.k, latent_dim=D,
+                          per_example=per_example, reduction=cfg.reduction,
+                          balanced=cfg.balanced, refresh=cfg.refresh, generator=mow_gen,
+                          device=device, local=ctx is None)
+    mow = dmow.mow
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
 
-    steps_per_epoch = N // cfg.k
+    steps_per_epoch = N // kP
     total_steps = cfg.epochs * steps_per_epoch
     step, epoch, pos, perm = 0, 0, 0, None
-    acc = torch.zeros(3, dtype=torch.float64, device=device)   # total, lam*F, red(G)
+    acc = torch.zeros(3, dtype=torch.float64, device=device)   # total, batch_cost, per_example
     acc_steps = 0
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    bad_parts = torch.zeros(3, dtype=torch.float64, device=device)
     resumed_from = None
+    last_ckpt_step = None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -431,67 +508,103 @@ def train(config) -> dict:
         perm = state["perm"]
         acc = state["acc"].to(device)
         acc_steps = int(state["acc_steps"])
-        resumed_from = step
-        _truncate_metrics(out / "metrics.jsonl", step)
+        resumed_from = last_ckpt_step = step
+        if main:
+            _truncate_metrics(out / "metrics.jsonl", step)
         log(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, position {pos})")
     else:
         if cfg.init == "encode":
             g = torch.Generator().manual_seed(cfg.seed + 2)
-            idx = torch.randperm(N, generator=g)[: cfg.n - cfg.k]
-            mow.init_window("encode", x_data[idx.to(x_data.device)].to(device))
+            idx = torch.randperm(N, generator=g)[: cfg.n - kP]
+            dmow.init_window("encode", x_data[idx.to(x_data.device)].to(device))
         else:
-            mow.init_window("prior")
-        (out / "metrics.jsonl").write_text("")
+            dmow.init_window("prior")
+        if main:
+            (out / "metrics.jsonl").write_text("")
     metrics_path = out / "metrics.jsonl"
 
-    evaluator = _Evaluator(cfg, model, x_test, x_train, device, out, log)
+    evaluator = _Evaluator(cfg, model, x_test, x_train, device, out, log) if main else None
     last_metrics: dict = dict(state.get("last_metrics") or {}) if state is not None else {}
     t_loop = time.perf_counter()
 
-    def checkpoint_state(perm_now, pos_now, epoch_now) -> dict:
-        return {"format": ckpt.FORMAT, "config": cfg_dict, "resolved": res, "step": step,
+    def checkpoint(perm_now, pos_now, epoch_now) -> None:
+        nonlocal last_ckpt_step
+        read_parts(reset=False)          # a checkpoint only ever holds finite weights
+        if main:
+            ckpt.save_checkpoint(ckpt_path, {
+                "format": ckpt.FORMAT, "config": cfg_dict, "resolved": res, "step": step,
                 "epoch": epoch_now, "pos": pos_now, "perm": perm_now,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "mow": mow.state_dict(), "data_generator": data_gen.get_state(),
-                "rng": ckpt.rng_state(), "acc": acc.cpu(), "acc_steps": acc_steps,
-                "last_metrics": last_metrics,
-                "torch": torch.__version__}
+                "mow": mow.state_dict(), "world_size": world, "k_per_process": cfg.k,
+                "data_generator": data_gen.get_state(), "rng": ckpt.rng_state(),
+                "acc": acc.cpu(), "acc_steps": acc_steps, "last_metrics": last_metrics,
+                "torch": torch.__version__})
+        last_ckpt_step = step
+
+    def kept() -> str:
+        if last_ckpt_step is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept"
+
+    def fmt(p) -> str:
+        t, b, g = (float(v) for v in p)
+        return f"total={t:.6g}, batch_cost={b:.6g}, per_example={g:.6g}"
 
     def read_parts(reset: bool = True) -> dict:
         """Mean loss parts since the last evaluation (one host sync); raises NonFiniteLoss."""
         nonlocal acc, acc_steps
         vals = acc.tolist()
         bad = int(first_bad)
-        parts = {"total": vals[0], "lam_F": vals[1], "G": vals[2]}
         if bad >= 0 or not all(math.isfinite(v) for v in vals):
-            where = f"step {bad}" if bad >= 0 else f"before step {step}"
-            msg = (f"non-finite loss at {where} (loss parts summed since the last evaluation: "
-                   f"total={vals[0]:.4g}, lambda*F={vals[1]:.4g}, G={vals[2]:.4g}); training "
-                   f"stopped, the last good checkpoint {ckpt_path} is kept")
-            raise NonFiniteLoss(msg, step=bad if bad >= 0 else step, parts=parts)
-        mean = {k: v / max(acc_steps, 1) for k, v in parts.items()}
+            where = bad if bad >= 0 else step
+            bp = bad_parts.tolist() if bad >= 0 else vals
+            raise NonFiniteLoss(
+                f"non-finite loss at step {where} ({fmt(bp)}); training stopped, {kept()}",
+                step=where, parts=dict(zip(("total", "batch_cost", "per_example"), bp)))
+        mean = {name: v / max(acc_steps, 1)
+                for name, v in zip(("total", "batch_cost", "per_example"), vals)}
         if reset:
             acc = torch.zeros_like(acc)
             acc_steps = 0
         return mean
 
-    def evaluate_point(epoch_float: float) -> dict:
+    def step_failed(exc: Exception) -> None:
+        """A step raised: name the first non-finite step and its parts, or, when the loss of
+        the failing step was finite, what its update produced."""
+        read_parts(reset=False)                      # an earlier non-finite loss: raised here
+        s = step + 1
+        lp = dmow.last_parts
+        if lp is None:                               # failed before its loss was computed
+            raise exc
+        vals = [float(t) for t in lp]
+        if not all(math.isfinite(v) for v in vals):
+            raise NonFiniteLoss(
+                f"non-finite loss at step {s} ({fmt(vals)}); training stopped, {kept()}",
+                step=s, parts=dict(zip(("total", "batch_cost", "per_example"), vals))) from exc
+        raise NonFiniteLoss(
+            f"non-finite values after the update of step {s} ({fmt(vals)}): "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; training stopped, "
+            f"{kept()}", step=s,
+            parts=dict(zip(("total", "batch_cost", "per_example"), vals))) from exc
+
+    def evaluate_point(epoch_float: float) -> None:
         nonlocal last_metrics
         train_parts = read_parts()
-        row = {"step": step, "epoch": round(epoch_float, 4),
-               "examples_seen": step * cfg.k,
+        if not main:
+            return
+        row = {"step": step, "epoch": round(epoch_float, 4), "examples_seen": step * kP,
                **{f"train_{k}": v for k, v in train_parts.items()},
                **evaluator(), "time_s": round(time.perf_counter() - t_start, 2)}
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
         last_metrics = row
         bar.set_postfix({"rec": f"{row['recon_error']:.3g}", "cw": f"{row['cw_distance']:.3g}"})
-        return row
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=total_steps, initial=step, disable=not cfg.progress, unit="step",
-               desc=f"{cfg.model} n={cfg.n} k={cfg.k}", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total_steps, initial=step, disable=not (cfg.progress and main), unit="step",
+               desc=f"{cfg.model} n={cfg.n} k={kP}", dynamic_ncols=True, leave=False)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    lo, hi = rank * cfg.k, (rank + 1) * cfg.k        # this process's rows of a global step
     status = "completed"
     try:
         while epoch < cfg.epochs:
@@ -499,62 +612,62 @@ def train(config) -> dict:
                 perm = torch.randperm(N, generator=data_gen)
             perm_dev = perm.to(x_data.device)
             for s in range(pos, steps_per_epoch):
-                idx = perm_dev[s * cfg.k:(s + 1) * cfg.k]
+                idx = perm_dev[s * kP + lo:s * kP + hi]
                 x = x_data[idx]
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
                 try:
                     with autocast:
-                        parts = mow.step(x, opt)
+                        parts = dmow.step(x, opt)
                 except (ValueError, RuntimeError) as exc:
-                    # the costs check their inputs: NaN weights from an earlier step surface
-                    # here as an error about non-finite latents
-                    read_parts(reset=False)       # raises NonFiniteLoss naming the bad step
-                    if "finite" in str(exc):
-                        raise NonFiniteLoss(
-                            f"non-finite values at step {step + 1} ({exc}); training stopped, "
-                            f"the last good checkpoint {ckpt_path} is kept",
-                            step=step + 1, parts={}) from exc
-                    raise
+                    # the costs check their inputs: weights made non-finite by an update
+                    # surface as an error about non-finite latents
+                    step_failed(exc)
                 stacked = torch.stack([p.double() for p in parts])
                 acc += stacked
                 acc_steps += 1
                 step += 1
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stacked).all(),
-                                        torch.full_like(first_bad, step), first_bad)
+                newly_bad = (first_bad < 0) & ~torch.isfinite(stacked).all()
+                first_bad = torch.where(newly_bad, torch.full_like(first_bad, step), first_bad)
+                bad_parts = torch.where(newly_bad, stacked, bad_parts)
                 bar.update(1)
+                last_in_epoch = s + 1 == steps_per_epoch
                 if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps \
-                        and s + 1 < steps_per_epoch:
-                    read_parts(reset=False)   # the checkpoint must hold finite weights
-                    ckpt.save_checkpoint(ckpt_path, checkpoint_state(perm, s + 1, epoch))
+                        and not last_in_epoch:
+                    checkpoint(perm, s + 1, epoch)
                     status = "stopped"
                     break
-                if cfg.eval_every and step % cfg.eval_every == 0 and s + 1 < steps_per_epoch:
+                if cfg.eval_every and step % cfg.eval_every == 0 and not last_in_epoch:
                     evaluate_point(step / steps_per_epoch)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 \
+                        and not last_in_epoch:
+                    checkpoint(perm, s + 1, epoch)
             if status == "stopped":
                 break
             epoch += 1
             pos, perm = 0, None
             evaluate_point(float(epoch))
-            ckpt.save_checkpoint(ckpt_path, checkpoint_state(None, 0, epoch))
+            checkpoint(None, 0, epoch)
             if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps \
                     and epoch < cfg.epochs:
                 status = "stopped"
                 break
     except NonFiniteLoss as exc:
         bar.close()
-        _write_json(out / "report.json", _report(cfg, res, "non-finite", step, steps_per_epoch,
-                                                 N, last_metrics, evaluator, resumed_from,
-                                                 t_start, t_loop, device, message=str(exc)))
+        if main:
+            _write_json(out / "report.json", _report(
+                cfg, res, "non-finite", step, steps_per_epoch, N, kP, last_metrics, evaluator,
+                resumed_from, t_start, t_loop, device, rank, world, message=str(exc)))
         raise
     bar.close()
 
     files = {}
-    if status == "completed" and cfg.images:
+    if main and status == "completed" and cfg.images:
         files = _write_images(cfg, model, x_test, out, device)
-    report = _report(cfg, res, status, step, steps_per_epoch, N, last_metrics, evaluator,
-                     resumed_from, t_start, t_loop, device, files=files)
-    _write_json(out / "report.json", report)
+    report = _report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluator,
+                     resumed_from, t_start, t_loop, device, rank, world, files=files)
+    if main:
+        _write_json(out / "report.json", report)
     return report
 
 
@@ -597,8 +710,11 @@ def _write_images(cfg: TrainConfig, model, x_test, out: Path, device) -> dict:
     }
 
 
-def _report(cfg, res, status, step, steps_per_epoch, N, last_metrics, evaluator, resumed_from,
-            t_start, t_loop, device, *, files=None, message=None) -> dict:
+def _report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluator,
+            resumed_from, t_start, t_loop, device, rank=0, world=1, *, files=None,
+            message=None) -> dict:
+    fd_name = getattr(evaluator, "fd_name", None)
+    fd_reason = getattr(evaluator, "fd_reason", "evaluated on rank 0 only")
     rep = {
         "status": status,
         "config": cfg.to_dict(),
@@ -606,16 +722,19 @@ def _report(cfg, res, status, step, steps_per_epoch, N, last_metrics, evaluator,
                          cost=MODEL_COSTS[cfg.model]),
         "step": step,
         "epochs_completed": step / steps_per_epoch if steps_per_epoch else 0.0,
-        "examples_seen": step * cfg.k,
+        "examples_seen": step * kP,
+        "rank": rank,
+        "world_size": world,
         "resumed_from_step": resumed_from,
         "steps_this_run": step - (resumed_from or 0),
         "final_metrics": {k: _clean(v) for k, v in last_metrics.items()},
-        "fd_metric": evaluator.fd_name,
+        "fd_metric": fd_name,
         "fd_note": ("Fréchet distance in the features of a small network trained on the same "
                     "dataset; NOT FID (no Inception network) and comparable only between runs "
-                    "with the same cached feature network") if evaluator.fd_name else
-                   f"no Fréchet distance: {evaluator.fd_reason}",
-        "feature_network": evaluator.fd_info,
+                    "with the same cached feature network") if fd_name else
+                   f"no Fréchet distance: {fd_reason}",
+        "fd_reason": fd_reason,
+        "feature_network": getattr(evaluator, "fd_info", None),
         "objective": ("total = (n/k if balanced else 1) * lam * F + reduction_j G(x_j), "
                       "G = summed squared reconstruction error of one example"),
         "files": dict(files or {}, metrics="metrics.jsonl", checkpoint="checkpoint.pt"),

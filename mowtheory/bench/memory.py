@@ -1,0 +1,154 @@
+"""``mowtheory bench memory``: peak training memory of MoW_k(n) with k=1 against standard
+batch training k=n, on the FFHQ-style autoencoder (``build_autoencoder("ffhq",
+resolution=r)``), one fresh subprocess per (resolution, k).
+
+The measurement is the one of ``experiments/memory_scaling.py`` (the memory curve of the
+training experiments), imported from the source checkout, not copied: a child process builds
+the model, a CWAE cost, Adam and a window initialised from the prior, runs ``--steps`` MoW
+steps on random images and reports its peak RSS (``ru_maxrss``; CPU) or
+``torch.cuda.max_memory_allocated`` (CUDA), and the RSS after setup.
+
+The figure that matters to users: peak memory of k=1 against k=n=64 at 256x256 on CPU
+(target: at least 10x lower). Both the whole-process peak (what the operating system must
+provide, including the Python/torch baseline) and the increase over the setup RSS (what the
+training steps add) are reported.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import _common as U
+
+TARGET_RATIO = 10.0
+_SCRIPT = Path("experiments") / "memory_scaling.py"
+
+
+def _find_script() -> Optional[Path]:
+    here = Path(__file__).resolve()
+    for root in [Path.cwd(), *here.parents]:
+        cand = root / _SCRIPT
+        if cand.is_file():
+            return cand
+    return None
+
+
+def measurement_module():
+    """``experiments/memory_scaling.py`` as a module (its ``measure`` runs one child)."""
+    path = _find_script()
+    if path is None:
+        raise FileNotFoundError(
+            f"bench memory reuses {_SCRIPT} of the mowtheory source checkout; it was not found "
+            f"from {Path.cwd()} (run it from the repository root)")
+    spec = importlib.util.spec_from_file_location("mowtheory_experiments_memory_scaling", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str = "cpu",
+            threads: int = 1, timeout: float = 1800.0) -> dict:
+    """Peak memory of one (resolution, k) in a fresh subprocess (see the module docstring)."""
+    row = measurement_module().measure(resolution, k, n=n, steps=steps, device=device,
+                                       threads=threads, timeout=timeout)
+    if "error" not in row:
+        row["peak_mb"] = (row["cuda_max_allocated_mb"] if device == "cuda"
+                          else row["peak_rss_mb"])
+    return row
+
+
+def ratios(rows: Sequence[dict], n: int) -> list:
+    """Per resolution: peak(k=n) / peak(k=min k), whole process and increase over setup."""
+    out = []
+    for res in sorted({r["resolution"] for r in rows}):
+        at = {r["k"]: r for r in rows if r["resolution"] == res and "error" not in r}
+        if n in at and len(at) >= 2:
+            k0 = min(at)
+            if k0 == n:
+                continue
+            big, small = at[n], at[k0]
+            row = {"resolution": res, "k_small": k0, "k_big": n,
+                   "peak_ratio": big["peak_mb"] / small["peak_mb"]}
+            if "train_increase_mb" in big and small.get("train_increase_mb", 0) > 0:
+                row["increase_ratio"] = big["train_increase_mb"] / small["train_increase_mb"]
+            out.append(row)
+    return out
+
+
+def format_results(rows: Sequence[dict]) -> str:
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["resolution"], r["k"], r.get("n", ""), r["error"], "—", "—", "—"])
+            continue
+        body.append([r["resolution"], r["k"], r["n"], f"{r['peak_mb']:.0f}",
+                     f"{r.get('setup_rss_mb', float('nan')):.0f}",
+                     f"{r.get('train_increase_mb', float('nan')):.0f}",
+                     U.fmt_s(r.get("step_s"))])
+    return U.table(["resolution", "k", "n", "peak (MB)", "after setup (MB)",
+                    "increase (MB)", "step"], body)
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(p) -> None:
+    p.add_argument("--resolutions", default="256",
+                   help="comma-separated resolutions (powers of two >= 16); e.g. "
+                        "32,64,128,256 for the curve")
+    p.add_argument("--ks", default="1,64", help="comma-separated k (include n for standard)")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--steps", type=int, default=2, help="training steps per child")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--child-threads", type=int, default=None,
+                   help="torch threads of each child (default: this process's)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per child")
+
+
+def run(args) -> int:
+    import torch
+    from .costs import _ints
+    resolutions, ks = _ints(args.resolutions), _ints(args.ks)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be 'cpu' on this machine (no CUDA); got 'cuda'")
+    threads = args.child_threads or torch.get_num_threads()
+    print(f"bench memory: ffhq at {resolutions}, k={ks}, n={args.n}, {args.steps} steps, "
+          f"{args.device}, {threads} thread(s) per child; script {_find_script()}", flush=True)
+    rows = []
+    for res in resolutions:
+        for k in ks:
+            r = measure(res, k, n=args.n, steps=args.steps, device=args.device,
+                        threads=threads, timeout=args.timeout)
+            rows.append(r)
+            msg = r["error"] if "error" in r else (
+                f"peak {r['peak_mb']:.0f} MB (setup {r['setup_rss_mb']:.0f} MB, increase "
+                f"{r['train_increase_mb']:.0f} MB), step {U.fmt_s(r['step_s'])}")
+            print(f"  {res}x{res} k={k}: {msg}", flush=True)
+    rat = ratios(rows, args.n)
+    print()
+    print(format_results(rows))
+    tg = {}
+    for r in rat:
+        line = (f"{r['resolution']}x{r['resolution']}: peak k={r['k_big']} / k={r['k_small']} "
+                f"= {r['peak_ratio']:.1f}x")
+        if "increase_ratio" in r:
+            line += f" (training increase over setup: {r['increase_ratio']:.1f}x)"
+        print(line)
+    head = [r for r in rat if r["resolution"] == 256 and r["k_small"] == 1]
+    if head:
+        h = head[0]
+        tg["peak_ratio_256"] = {"target": f">= {TARGET_RATIO:g}x lower peak for k=1 than "
+                                          f"k=n={args.n} at 256x256 ({args.device})",
+                                "peak_ratio": h["peak_ratio"],
+                                "increase_ratio": h.get("increase_ratio"),
+                                "pass": h["peak_ratio"] >= TARGET_RATIO}
+        print(f"target peak_ratio_256: {tg['peak_ratio_256']['target']}: "
+              f"{h['peak_ratio']:.1f}x -> {'PASS' if tg['peak_ratio_256']['pass'] else 'FAIL'}")
+    config = {"resolutions": resolutions, "ks": ks, "n": args.n, "steps": args.steps,
+              "device": args.device, "child_threads": threads,
+              "script": str(_find_script()), "command": U.command(args, "memory")}
+    if args.json:
+        U.write_json(args.json, U.report("memory", config, rows=rows, ratios=rat, targets=tg))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,117 @@
+"""mowtheory.flow rates and verdicts: orders within bands, and the planted faults (wrong ODE,
+position-weighted F, time-fixed window) each rejected; the CLI; the SME check."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mowtheory.cli import main as cli_main
+from mowtheory.flow import fault_verdicts, fit_order, follows_ode, run_study
+from mowtheory.flow.sme import check_sme
+
+
+def _verdict(study, prefix):
+    return next(v for v in study.verdicts if v["claim"].startswith(prefix))
+
+
+def test_fit_order_recovers_slope():
+    etas = np.array([0.1, 0.05, 0.025, 0.0125])
+    p, c = fit_order(etas, 3.0 * etas ** 0.75)
+    assert abs(p - 0.75) < 1e-12 and abs(c - math.log(3.0)) < 1e-12
+    assert math.isnan(fit_order([0.1], [1.0])[0])
+
+
+def test_orders_within_bands_and_wrong_ode_rejected():
+    st = run_study("mmd-gaussian", etas=[0.04, 0.02, 0.01, 0.005], replicas=512, bootstrap=100)
+    assert _verdict(st, "strong")["passed"], st.table()
+    assert _verdict(st, "weak")["passed"], st.table()
+    assert _verdict(st, "wrong ODE")["passed"], st.table()
+    o = st.orders
+    assert 0.2 <= o["strong"].estimate <= 0.8 and o["strong"].ci[0] <= o["strong"].estimate <= o["strong"].ci[1]
+    assert 0.7 <= o["weak"].estimate <= 1.3
+    js = st.to_json()
+    for key in ("problem", "n", "k", "horizon", "replicas", "etas", "strong_error", "weak_error",
+                "weak_error_se", "wrong_ode_weak_error", "orders", "verdicts"):
+        assert key in js
+    assert set(js["orders"]) == {"strong", "weak"} and len(js["orders"]["weak"]["ci"]) == 2
+    json.dumps(js, allow_nan=False)
+
+
+def test_wrong_ode_would_be_caught_if_it_were_the_reference():
+    """Planted fault: swapping in the wrong ODE as the reference fails the order verdicts."""
+    st = run_study("mmd-gaussian", etas=[0.04, 0.02, 0.01], replicas=256, bootstrap=50)
+    from mowtheory.flow.rates import errors, fitted_order, order_verdict
+    rows = [errors(s, st.wrong, bootstrap=50) for s in st.sims]
+    assert not order_verdict(fitted_order(rows, "weak"), "weak")["passed"]
+    assert not order_verdict(fitted_order(rows, "strong"), "strong")["passed"]
+
+
+def test_position_weighted_rejected_and_symmetrisation_passes():
+    pw = run_study("position-weighted", replicas=512, bootstrap=100)
+    sym = run_study("position-weighted", params={"symmetrize": True}, replicas=2048,
+                    bootstrap=100)
+    assert not follows_ode(pw.verdicts), pw.table()
+    assert follows_ode(sym.verdicts), sym.table()
+    fv = fault_verdicts(pw, sym, None)
+    assert [v["passed"] for v in fv] == [True, True], fv
+
+
+def test_time_fixed_window_rejected():
+    st = run_study("linear-gaussian", etas=[0.01, 0.005, 0.0025], replicas=256, window="time",
+                   bootstrap=100)
+    (v,) = fault_verdicts(time_window=st)
+    assert v["passed"], (v, st.table())
+    assert not _verdict(st, "weak")["passed"]
+    assert st.config["tau"] == 0.25
+
+
+def test_unstable_eta_is_reported_never_nan(tmp_path):
+    st = run_study("linear-gaussian", etas=[0.1, 0.01, 0.005, 0.0025], horizon=0.5,
+                   replicas=64, bootstrap=20)
+    assert st.rows[0].stable is False and "unstable" in st.table()
+    js = st.to_json()
+    assert js["strong_error"][0] is None and js["weak_error"][0] is None
+    json.dumps(js, allow_nan=False)      # no NaN anywhere
+    assert 0.1 not in st.orders["strong"].etas
+
+
+def test_cli_runs_and_writes_json_and_plot(tmp_path, capsys):
+    out_json, out_png = tmp_path / "flow.json", tmp_path / "flow.png"
+    rc = cli_main(["flow", "--replicas", "64", "--etas", "0.02,0.01,0.005", "--horizon", "0.2",
+                   "--no-controls", "--bootstrap", "20", "--quiet", "--json", str(out_json),
+                   "--plot", str(out_png)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "wrong-ODE" in text and "verdicts:" in text and "RESULT:" in text
+    data = json.loads(out_json.read_text())
+    assert data["problem"] == "linear-gaussian" and data["n"] == 8 and data["k"] == 1
+    assert data["etas"] == [0.02, 0.01, 0.005] and len(data["weak_error_se"]) == 3
+    assert all({"claim", "passed", "detail"} <= set(v) for v in data["verdicts"])
+    assert out_png.stat().st_size > 10_000
+
+
+def test_cli_bad_arguments_exit_2(capsys):
+    assert cli_main(["flow", "--etas", "0.3,0.2", "--horizon", "1", "--quiet", "--no-plot"]) == 2
+    assert "horizon / eta must be a positive integer" in capsys.readouterr().err
+    assert cli_main(["flow", "--k", "9", "--quiet", "--no-plot"]) == 2
+    assert "k must be an integer with 1 <= k <= n = 8; got k=9" in capsys.readouterr().err
+    assert cli_main(["flow", "--symmetrize", "--quiet", "--no-plot"]) == 2
+
+
+def test_sme_covariance_prediction_scalar():
+    """Fluctuations: Cov(S_eta)/eta matches the Lyapunov prediction with the long-run noise."""
+    st = run_study("scalar", etas=[0.0125, 0.00625], replicas=4096, bootstrap=0)
+    res = check_sme(st, chains=4096)
+    assert res["verdict"]["passed"], res
+    last = min(res["rows"], key=lambda r: r["eta"])
+    assert abs(last["trace_ratio_T"] - 1) < 0.1
+
+
+@pytest.mark.slow
+def test_headline_study_and_sme_linear_gaussian():
+    st = run_study("linear-gaussian", replicas=2048)
+    assert all(v["passed"] for v in st.verdicts), st.table()
+    res = check_sme(st)
+    assert res["verdict"]["passed"], res
+    assert res["rows"][-1]["rel_error_naive"] > 2 * res["rows"][-1]["rel_error"]
