@@ -52,7 +52,7 @@ def _weights(out):
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, stop):
     # swae + prior init: exercises the data order, the window, and the generator of prior
     # samples and random directions; k=2 with N=24: 12 steps per epoch
-    kw = dict(model="swae", init="prior", k=2, epochs=2, eval_every=5)
+    kw = dict(model="swae", init="prior", k=2, epochs=2, eval_every=5, checkpoint_every=4)
     full = train(_small(tmp_path / "full", **kw))
     assert full["status"] == "completed" and full["step"] == 24
 

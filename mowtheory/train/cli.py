@@ -21,6 +21,15 @@ MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
 REDUCTIONS = ("sum", "mean", "sqrt_mean")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for on/off flags and options whose default is None."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n)",
@@ -31,7 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
             "per-example summed squared reconstruction errors. Writes metrics.jsonl, "
             "report.json, checkpoint.pt, samples.png, reconstructions.png and "
             "interpolations.png in --out."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Formatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", choices=MODELS, default="cwae",
                    help="cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: sliced "

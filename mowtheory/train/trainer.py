@@ -18,14 +18,24 @@ permutation are skipped. The window is initialised by encoding ``n - k`` trainin
 at theta_0 (``init="encode"``, the paper) or with N(0, I) draws (``init="prior"``, the
 authors' code).
 
-Host synchronisation: none inside the step loop. Loss parts are accumulated on the device
-(with the index of the first non-finite step) and read at evaluation points (every
-``eval_every`` steps and at the end of each epoch), where a non-finite loss stops the run with
-:class:`NonFiniteLoss` before any checkpoint of the bad parameters is written.
+Host synchronisation: none in the trainer's step loop. Loss parts are accumulated on the
+device (with the index and the parts of the first non-finite step) and read at evaluation and
+checkpoint points (every ``eval_every`` / ``checkpoint_every`` steps and at the end of each
+epoch), where a non-finite loss stops the run with :class:`NonFiniteLoss` before any
+checkpoint of the bad parameters is written. (The batch costs of :mod:`mowtheory.costs`
+check their inputs for NaN, which does synchronise; a NaN that reaches them surfaces as an
+error of the step, reported the same way, with the step and its loss parts.)
+
+Several processes: under ``torchrun --nproc_per_node=P ... --distributed`` each process reads
+k examples of the same global permutation a step (rank r: rows ``r*k .. r*k+k-1`` of the
+global batch of k·P), which is the step of one process with k·P
+(:class:`mowtheory.distributed.DistributedMoW`; with one process the trainer runs it
+``local``, i.e. plain MoW_k(n) step for step). Rank 0 evaluates and writes every file.
 
 Files in ``out``: ``metrics.jsonl`` (one line per evaluation), ``report.json`` (final metrics
-and the full configuration), ``checkpoint.pt`` (atomic, each epoch), ``samples.png``,
-``reconstructions.png``, ``interpolations.png``, ``cache/`` (the FD feature network).
+and the full configuration), ``checkpoint.pt`` (atomic; each epoch and every
+``checkpoint_every`` steps), ``samples.png``, ``reconstructions.png``,
+``interpolations.png``, ``cache/`` (the FD feature network).
 """
 from __future__ import annotations
 
