@@ -79,10 +79,13 @@ def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
         assert state["check"] == v and float(state["payload"][0]) == v
         assert float(state["payload"][-1]) == 3_000_000 - 1 + v
         seen.add(v)
-    # the only leftovers are temporary files, never a half-written checkpoint.pt
+    # the only leftovers are temporary files, never a half-written checkpoint.pt; the trainer
+    # removes them when it starts (remove_stale_temporaries)
     for f in tmp_path.iterdir():
         assert f.name == "checkpoint.pt" or (f.name.startswith(".checkpoint.pt.")
                                             and f.name.endswith(".tmp")), f.name
+    ckpt.remove_stale_temporaries(path)
+    assert [f.name for f in tmp_path.iterdir()] == ["checkpoint.pt"]
     assert seen
 
 
@@ -196,6 +199,54 @@ def test_huge_learning_rate_stops_at_step_1_exit_3(tmp_path):
     assert "after the update of step 1" in msg and "total=" in msg and "per_example=" in msg
     assert "no checkpoint had been written yet" in msg
     assert not (out / "checkpoint.pt").exists()
+
+
+OVERFLOW = textwrap.dedent("""
+    import sys, torch
+    from mowtheory.cli import main
+    bad, calls = int(sys.argv[1]), {"n": 0}
+    step = torch.optim.Adam.step
+    def overflowing(self, *a, **kw):         # the update of step BAD overflows
+        calls["n"] += 1
+        out = step(self, *a, **kw)
+        if calls["n"] == bad:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+    torch.optim.Adam.step = overflowing
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("refresh,every,pattern,kept_step", [
+    # the re-encoding after the update finds the non-finite latents in the same step
+    ("post", 1, r"non-finite values after the update of step 23 \(total=[0-9.e+-]+, "
+                r"batch_cost=[0-9.e+-]+, per_example=[0-9.e+-]+\): new must be finite", 22),
+    # "pre" stores the pre-update latents: the checkpoint of step 23 checks the parameters
+    ("pre", 1, r"non-finite parameters after the update of step 23 although its loss was "
+               r"finite \(total=[0-9.e+-]+, batch_cost=", 22),
+    # ... and without a checkpoint there, the next step cannot evaluate its loss
+    ("pre", 5, r"non-finite loss at step 24 \(total=nan, batch_cost=nan, per_example=nan\): "
+               r"Z must be finite", 20),
+])
+def test_overflowing_update_with_finite_loss_is_caught(tmp_path, refresh, every, pattern,
+                                                       kept_step):
+    import re
+    from mowtheory.train import checkpoint as ckpt
+    out = tmp_path / "ovf"
+    argv = _train_argv(out, "--refresh", refresh, "--checkpoint-every", str(every), epochs=1,
+                       limit=100)[3:]
+    r = subprocess.run([sys.executable, "-c", OVERFLOW, "23", *argv], env=ENV,
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    msg = _error_line(r.stderr)
+    assert re.search(pattern, msg), msg
+    assert f"(step {kept_step}) is kept" in msg
+    state = ckpt.load_checkpoint(out / "checkpoint.pt")
+    assert state["step"] == kept_step
+    for name, t in state["model"].items():
+        assert torch.isfinite(t).all(), name
 
 
 # ------------------------------------------------------------------------------ soak

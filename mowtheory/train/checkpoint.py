@@ -26,7 +26,11 @@ FORMAT = 1
 
 
 def save_checkpoint(path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically (temp file in the same dir + ``os.replace``)."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same directory (so that
+    ``os.replace`` is a rename within one file system), flushed and fsync'ed, renamed over
+    ``path``, then the directory fsync'ed (the rename survives a power loss). A process killed
+    at any moment (SIGKILL included) leaves the previous or the new checkpoint, never a partial
+    one; at worst a stale ``.NAME.*.tmp`` file (see :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +49,36 @@ def save_checkpoint(path, state: dict) -> Path:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a directory (makes a rename in it durable); a no-op where not supported."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def remove_stale_temporaries(path) -> list:
+    """Delete the ``.NAME.*.tmp`` files that writers of ``path`` killed mid-write left beside
+    it (call it when no writer runs); returns the deleted paths."""
+    path = Path(path)
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            gone.append(tmp)
+        except OSError:
+            pass
+    return gone
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

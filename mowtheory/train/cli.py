@@ -58,7 +58,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=None, help="use the first LIMIT training examples")
     m = p.add_argument_group("MoW")
     m.add_argument("--n", "--batch-n", dest="n", type=int, default=64,
-                   help="batch size seen by the batch cost F")
+                   help="batch size seen by the batch cost F (--batch-n is the same option; "
+                        "spell it so under torchrun, whose own options make --n ambiguous)")
     m.add_argument("--k", type=int, default=1, help="fresh examples per step (1 <= k <= n)")
     m.add_argument("--lambda", dest="lam", type=float, default=1.0,
                    help="weight of the batch cost F")

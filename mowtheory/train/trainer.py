@@ -445,6 +445,7 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                          f"(--overwrite) to start afresh")
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(ckpt_path)     # left by a writer killed mid-write
     log = _Logger(cfg.progress and main)
 
     # ---- data and model
@@ -456,8 +457,9 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                           resolution=cfg.resolution, limit=cfg.eval_limit)
     N = len(x_train)
     if N < kP or N < cfg.n - kP:
-        raise ValueError(f"limit/dataset gives N={N} training examples; need N >= k={kP} and "
-                         f"N >= n - k={cfg.n - kP} (window init); got limit={cfg.limit}")
+        kk = "k" if world == 1 else "k * world_size"
+        raise ValueError(f"limit/dataset gives N={N} training examples; need N >= {kk}={kP} "
+                         f"and N >= n - {kk}={cfg.n - kP} (window init); got limit={cfg.limit}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_autoencoder(res["arch"], latent_dim=cfg.latent_dim,
@@ -540,6 +542,15 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     def checkpoint(perm_now, pos_now, epoch_now) -> None:
         nonlocal last_ckpt_step
         read_parts(reset=False)          # a checkpoint only ever holds finite weights
+        if not _params_finite(model):
+            # the loss of every step was finite, but an update overflowed (e.g. refresh="pre",
+            # whose window push does not re-encode and so cannot notice it)
+            lp = dmow.last_parts
+            vals = [float(v) for v in lp] if lp is not None else [float("nan")] * 3
+            raise NonFiniteLoss(
+                f"non-finite parameters after the update of step {step} although its loss was "
+                f"finite ({fmt(vals)}); training stopped, {kept()}", step=step,
+                parts=dict(zip(("total", "batch_cost", "per_example"), vals)))
         if main:
             ckpt.save_checkpoint(ckpt_path, {
                 "format": ckpt.FORMAT, "config": cfg_dict, "resolved": res, "step": step,
@@ -582,10 +593,18 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
         """A step raised: name the first non-finite step and its parts, or, when the loss of
         the failing step was finite, what its update produced."""
         read_parts(reset=False)                      # an earlier non-finite loss: raised here
+        if "finite" not in str(exc):                 # another error (e.g. a collective timeout)
+            raise exc
         s = step + 1
         lp = dmow.last_parts
-        if lp is None:                               # failed before its loss was computed
-            raise exc
+        if lp is None:
+            # the fresh latents were already non-finite (an earlier update overflowed while
+            # its loss was finite): the loss of this step cannot be evaluated
+            nan = float("nan")
+            raise NonFiniteLoss(
+                f"non-finite loss at step {s} (total=nan, batch_cost=nan, per_example=nan): "
+                f"{str(exc).splitlines()[0]}; training stopped, {kept()}", step=s,
+                parts=dict.fromkeys(("total", "batch_cost", "per_example"), nan)) from exc
         vals = [float(t) for t in lp]
         if not all(math.isfinite(v) for v in vals):
             raise NonFiniteLoss(
@@ -718,6 +737,12 @@ def _write_images(cfg: TrainConfig, model, x_test, out: Path, device) -> dict:
             model, x_test, out / "interpolations.png", device=device,
             title=f"{tag}: interpolations", autocast=cfg.bf16)),
     }
+
+
+def _params_finite(model) -> bool:
+    """Are all parameters finite? (one host synchronisation)"""
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluator,
