@@ -361,22 +361,10 @@ class DistributedMoW:
         rank's ``(k, ...)`` examples. Returns (parts, gathered fresh latents ``(k·P, D)``).
         Collective: every rank must call it."""
         mow = self.mow
-        if len(x) != self.k:
-            raise ValueError(f"x must hold k = {self.k} fresh examples (per rank); got {len(x)}")
-        if not mow.window.is_full:
-            raise RuntimeError("call init_window() before the first step")
-        z = mow.encoder(x)
-        G = mow.per_example(x, z) if mow.per_example is not None else None
+        z, G = mow.encode_fresh(x, self.k)
         z_all = gather_rows(z, self.group) if self._active else z
         G_all = gather_rows(G, self.group) if self._active and G is not None else G
-        prior = None
-        if mow.needs_prior:
-            prior = mow.prior(mow.n, z.shape[-1], generator=mow.generator, dtype=z.dtype,
-                              device=z.device)
-        window = mow.window.buffer if mow._split else mow.window.ordered()
-        parts = mow_loss(mow.cost, z_all, window, G_all, prior=prior, reduction=mow.reduction,
-                         balanced=mow.balanced, cache=mow.cache, constants=mow.exact_value)
-        return parts, z_all
+        return mow.objective(z_all, G_all), z_all
 
     def step(self, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> LossParts:
         """One data-parallel MoW step on this rank's k examples ``x``; every parameter in
@@ -386,22 +374,16 @@ class DistributedMoW:
         self.last_parts = None
         parts, z_all = self.loss(x)
         self.last_parts = parts.detach()
-        optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
-        if self._active:
-            allreduce_gradients([p for g in optimizer.param_groups for p in g["params"]],
-                                self.group)
-        optimizer.step()
-        if mow.refresh == "pre":
-            new = z_all.detach()
-        else:
-            with torch.no_grad():
-                new = mow.encoder(x)
-                if self._active:
-                    new = gather_rows_nograd(new, self.group)
-        mow._push(new)
-        mow.steps += 1
-        return parts.detach()
+
+        def reencode():
+            new = mow.encoder(x)
+            return gather_rows_nograd(new, self.group) if self._active else new
+
+        def reduce_gradients():
+            if self._active:
+                allreduce_gradients([p for g in optimizer.param_groups for p in g["params"]],
+                                    self.group)
+        return mow.finish_step(parts, optimizer, z_all, reencode, reduce_gradients)
 
     # ---------------------------------------------------------------- checks, checkpoints
     def check_synchronized(self, module: Optional[torch.nn.Module] = None, *,

@@ -184,37 +184,59 @@ class MoW:
         self.window.push(latents)
 
     # ------------------------------------------------------------------ step
-    def loss(self, x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
-        """MoW loss of the k fresh examples ``x`` (``(k, ...)``); returns (parts, fresh latents)."""
-        if len(x) != self.k:
-            raise ValueError(f"x must hold k = {self.k} fresh examples; got {len(x)}")
+    def encode_fresh(self, x: torch.Tensor, k: Optional[int] = None):
+        """Encode ``k`` (default ``self.k``) fresh examples ``x`` (``(k, ...)``) with gradient;
+        returns ``(z, G)``: latents ``(k, D)`` and per-example costs ``(k,)`` (or None)."""
+        k = self.k if k is None else k
+        if len(x) != k:
+            raise ValueError(f"x must hold k = {k} fresh examples; got {len(x)}")
         if not self.window.is_full:
             raise RuntimeError("call init_window() before the first step")
         z = self.encoder(x)
-        G = self.per_example(x, z) if self.per_example is not None else None
+        return z, (self.per_example(x, z) if self.per_example is not None else None)
+
+    def objective(self, z: torch.Tensor, G: Optional[torch.Tensor]) -> LossParts:
+        """The MoW loss of fresh latents ``z`` (``(k, D)``) and their costs ``G`` against the
+        window (draws the prior sample when the cost takes one)."""
         prior = None
         if self.needs_prior:
             prior = self.prior(self.n, z.shape[-1], generator=self.generator, dtype=z.dtype,
                                device=z.device)
         window = self.window.buffer if self._split else self.window.ordered()
-        parts = mow_loss(self.cost, z, window, G, prior=prior, reduction=self.reduction,
-                         balanced=self.balanced, cache=self.cache, constants=self.exact_value)
-        return parts, z
+        return mow_loss(self.cost, z, window, G, prior=prior, reduction=self.reduction,
+                        balanced=self.balanced, cache=self.cache, constants=self.exact_value)
+
+    def loss(self, x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
+        """MoW loss of the k fresh examples ``x`` (``(k, ...)``); returns (parts, fresh latents)."""
+        z, G = self.encode_fresh(x)
+        return self.objective(z, G), z
+
+    def finish_step(self, parts: LossParts, optimizer: torch.optim.Optimizer,
+                    fresh: torch.Tensor, reencode: Callable[[], torch.Tensor],
+                    reduce_gradients: Optional[Callable[[], None]] = None) -> LossParts:
+        """Backward, optimizer step and window slide of one step.
+
+        ``fresh``: the latents of the loss (stored by refresh ``"pre"``); ``reencode()``: the
+        latents re-encoded after the update, called under no_grad (refresh ``"post"``);
+        ``reduce_gradients()``: called between backward and the update (e.g. an all-reduce)."""
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        if reduce_gradients is not None:
+            reduce_gradients()
+        optimizer.step()
+        if self.refresh == "pre":
+            self._push(fresh.detach())
+        else:
+            with torch.no_grad():
+                self._push(reencode())
+        self.steps += 1
+        return parts.detach()
 
     def step(self, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> LossParts:
         """One MoW step on the k fresh examples ``x``; returns the detached loss parts
         (tensors on the device: no host synchronisation; call ``.floats()`` to read them)."""
         parts, z = self.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
-        optimizer.step()
-        if self.refresh == "pre":
-            self._push(z.detach())
-        else:
-            with torch.no_grad():
-                self._push(self.encoder(x))
-        self.steps += 1
-        return parts.detach()
+        return self.finish_step(parts, optimizer, z, lambda: self.encoder(x))
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
