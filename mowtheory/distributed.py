@@ -65,7 +65,7 @@ import torch
 import torch.distributed as dist
 
 from ._validate import check_int, check_positive
-from .mow import LossParts, MoW, mow_loss
+from .mow import LossParts, MoW
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -104,7 +104,7 @@ def check_reduction_balance(max_n: int = 4, *, balance=None, reduce: Optional[Ca
     diff_c, diff_c_ok = None, True
     for n in range(1, max_n + 1):
         prob = scalar_problem(n)
-        M, R = prob.model, prob.model.R
+        M = prob.model
         EF = M.E(prob.full_cost(g_weight=0))
         EG1 = M.E(prob.G(prob.x[0], prob.params))
         gF, gG = prob.grad(EF)[0], prob.grad(EG1)[0]

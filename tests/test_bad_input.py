@@ -6,7 +6,6 @@ TypeError / FileNotFoundError (never an internal error such as IndexError or a b
 RuntimeError); CLI rows must exit non-zero with an ``error:`` line and no traceback.
 """
 import os
-import shutil
 import struct
 import subprocess
 import sys

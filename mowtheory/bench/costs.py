@@ -115,7 +115,7 @@ class _Bench:
         Z, y = self._inputs(self.i)
         self.i += 1
         v = self.cost.split(self.win.buffer, Z, y, cache=self.cache, constants=self.constants)
-        (g,) = torch.autograd.grad(v, Z)
+        torch.autograd.grad(v, Z)
         new = Z.detach()
         self.cache = self.cost.update_cache(self.cache, self.win.buffer, self.win.next_slots(),
                                             new)
@@ -228,7 +228,8 @@ def run_costs(names: Sequence[str], ns: Sequence[int], ks: Sequence[int], *, dim
                                   split_steps=split_steps, budget_s=budget_s, seed=seed,
                                   rtol=rtol)
                     rows.append(row)
-                    log(f"  {cname:9s} {dev:4s} n={n:5d} k={k}: full {U.fmt_s(row['full_median_s']):>9s}"
+                    log(f"  {cname:9s} {dev:4s} n={n:5d} k={k}: "
+                        f"full {U.fmt_s(row['full_median_s']):>9s}"
                         f"  split {U.fmt_s(row['split_median_s']):>9s}"
                         f"  (amortised {U.fmt_s(row['split_amortised_s'])})"
                         f"  ratio {row['ratio']:.0f}x  grad rel err {row['grad_rel_err']:.1e}")

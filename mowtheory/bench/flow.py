@@ -84,7 +84,8 @@ def time_default_study(timeout: float = 600.0) -> dict:
         cmd = [sys.executable, "-m", "mowtheory", "flow", "--no-plot", "--quiet", "--json", out]
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  check=False)
         except subprocess.TimeoutExpired:
             return {"command": "mowtheory flow --no-plot --quiet", "error": f"timeout {timeout} s"}
         wall = time.perf_counter() - t0

@@ -2,8 +2,8 @@
 batch training k=n, on the FFHQ-style autoencoder (``build_autoencoder("ffhq",
 resolution=r)``), one fresh subprocess per (resolution, k).
 
-The measurement is the one of ``experiments/memory_scaling.py`` (the memory curve of the
-training experiments), imported from the source checkout, not copied: a child process builds
+The measurement is :func:`mowtheory.train.memory.measure` (also behind
+``experiments/memory_scaling.py``, the memory curve of the training experiments): a child process builds
 the model, a CWAE cost, Adam and a window initialised from the prior, runs ``--steps`` MoW
 steps on random images and reports its peak RSS (``ru_maxrss``; CPU) or
 ``torch.cuda.max_memory_allocated`` (CUDA), and the RSS after setup.
@@ -15,45 +15,17 @@ training steps add) are reported.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
+from ..train.memory import measure as _measure
 from . import _common as U
 
 TARGET_RATIO = 10.0
-_SCRIPT = Path("experiments") / "memory_scaling.py"
-
-
-def _find_script() -> Optional[Path]:
-    here = Path(__file__).resolve()
-    for root in [Path.cwd(), *here.parents]:
-        cand = root / _SCRIPT
-        if cand.is_file():
-            return cand
-    return None
-
-
-def measurement_module():
-    """``experiments/memory_scaling.py`` as a module (its ``measure`` runs one child)."""
-    path = _find_script()
-    if path is None:
-        raise FileNotFoundError(
-            f"bench memory reuses {_SCRIPT} of the mowtheory source checkout; it was not found "
-            f"from {Path.cwd()} (run it from the repository root)")
-    spec = importlib.util.spec_from_file_location("mowtheory_experiments_memory_scaling", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str = "cpu",
             threads: int = 1, timeout: float = 1800.0) -> dict:
     """Peak memory of one (resolution, k) in a fresh subprocess (see the module docstring)."""
-    row = measurement_module().measure(resolution, k, n=n, steps=steps, device=device,
-                                       threads=threads, timeout=timeout)
+    row = _measure(resolution, k, n=n, steps=steps, device=device, threads=threads,
+                   timeout=timeout)
     if "error" not in row:
         row["peak_mb"] = (row["cuda_max_allocated_mb"] if device == "cuda"
                           else row["peak_rss_mb"])
@@ -114,7 +86,7 @@ def run(args) -> int:
         raise ValueError("device must be 'cpu' on this machine (no CUDA); got 'cuda'")
     threads = args.child_threads or torch.get_num_threads()
     print(f"bench memory: ffhq at {resolutions}, k={ks}, n={args.n}, {args.steps} steps, "
-          f"{args.device}, {threads} thread(s) per child; script {_find_script()}", flush=True)
+          f"{args.device}, {threads} thread(s) per child", flush=True)
     rows = []
     for res in resolutions:
         for k in ks:
@@ -147,7 +119,7 @@ def run(args) -> int:
               f"{h['peak_ratio']:.1f}x -> {'PASS' if tg['peak_ratio_256']['pass'] else 'FAIL'}")
     config = {"resolutions": resolutions, "ks": ks, "n": args.n, "steps": args.steps,
               "device": args.device, "child_threads": threads,
-              "script": str(_find_script()), "command": U.command(args, "memory")}
+              "command": U.command(args, "memory")}
     if args.json:
         U.write_json(args.json, U.report("memory", config, rows=rows, ratios=rat, targets=tg))
         print(f"wrote {args.json}")

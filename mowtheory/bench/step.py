@@ -29,7 +29,7 @@ import contextlib
 import copy
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -164,9 +164,12 @@ class _Setup:
         self.plain_has_f = with_f
         return step
 
-    def run(self, variant: str, steps: int) -> None:
+    def run(self, variant: str, steps: int, *, guard: bool = True) -> None:
+        """``steps`` steps of ``variant``; MoW variants under the CUDA sync guard (not during
+        warm-up: first calls build cached constants on the device, a host-to-device copy)."""
         fn = self.steppers[variant]
-        guard = _cuda_sync_guard(self.device) if variant != "plain" else contextlib.nullcontext()
+        guard = (_cuda_sync_guard(self.device) if guard and variant != "plain"
+                 else contextlib.nullcontext())
         with guard:
             for _ in range(steps):
                 fn(self.xs[self.i % len(self.xs)])
@@ -210,17 +213,18 @@ class _NoOpt:
 def measure(arch: str, cost_name: str, *, n: int, k: int, device="cpu", steps: int = 0,
             reps: int = 5, budget_s: float = 2.0, seed: int = 0) -> dict:
     """Per-step medians of the variants for one (arch, cost, n, k); ``steps=0``: blocks of
-    about ``budget_s`` seconds (at least 3 steps)."""
+    about ``budget_s`` seconds (at least 2 steps). Short blocks, many repetitions: the
+    variants are interleaved finely, so load from other processes hits them alike."""
     s = _Setup(arch, cost_name, n=n, k=k, device=device, seed=seed)
     for v in VARIANTS:                                    # warm-up
-        s.run(v, 2)
+        s.run(v, 2, guard=False)
     if steps <= 0:
         t1 = U.timed(lambda: s.run("mow", 3), device) / 3
-        steps = int(max(3, min(200, budget_s / max(t1, 1e-6))))
+        steps = int(max(2, min(200, budget_s / max(t1, 1e-6))))
     times = {v: [] for v in VARIANTS}
     for _ in range(reps):
         for v in VARIANTS:
-            times[v].append(U.timed(lambda: s.run(v, steps), device) / steps)
+            times[v].append(U.timed(lambda v=v: s.run(v, steps), device) / steps)
     op = s.window_ops()
     for _ in range(3):
         op()
@@ -283,8 +287,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--steps", type=int, default=0,
                    help="steps per timed block (0: about --budget seconds per block)")
-    p.add_argument("--budget", type=float, default=1.0, help="seconds per timed block")
-    p.add_argument("--reps", type=int, default=5, help="interleaved blocks per variant")
+    p.add_argument("--budget", type=float, default=0.4, help="seconds per timed block")
+    p.add_argument("--reps", type=int, default=11, help="interleaved blocks per variant")
     p.add_argument("--profile", action="store_true",
                    help="print torch.profiler tables of a MoW and a plain step")
 
@@ -324,8 +328,9 @@ def run(args) -> int:
     if args.profile:
         s = _Setup(archs[0], names[0], n=args.n, k=ks[0], device=devs[0])
         for v in ("mow", "plain"):
+            s.run(v, 2, guard=False)
             print(f"\nprofile {v} step: {archs[0]} {names[0]} n={args.n} k={ks[0]} {devs[0]}")
-            print(U.profile_table(lambda: s.run(v, 1), steps=20, device=devs[0]))
+            print(U.profile_table(lambda v=v: s.run(v, 1), steps=20, device=devs[0]))
     config = {"arch": archs, "costs": names, "n": args.n, "k": ks, "devices": devs,
               "steps": args.steps, "budget_s": args.budget, "reps": args.reps,
               "command": U.command(args, "step")}

@@ -45,7 +45,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Kernel", "Weights", "SplitCache", "sqdist", "dist", "scale_sum", "safe_sqrt", "offdiag_sum", "cross_sum",
+    "Kernel", "Weights", "SplitCache", "sqdist", "dist", "scale_sum", "safe_sqrt", "offdiag_sum",
+    "cross_sum",
     "full_value", "cache_init", "cache_unresolved", "cache_update", "split_value",
     "check_positive_seq",
 ]

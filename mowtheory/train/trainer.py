@@ -52,7 +52,7 @@ import torch
 
 from .. import costs
 from .._validate import check_choice, check_int, check_positive
-from ..mow import REDUCTIONS, REFRESH_POLICIES, MoW
+from ..mow import REDUCTIONS, REFRESH_POLICIES
 from ..window import INIT_POLICIES
 from . import checkpoint as ckpt
 from . import images, metrics
