@@ -115,3 +115,19 @@ def test_headline_study_and_sme_linear_gaussian():
     res = check_sme(st)
     assert res["verdict"]["passed"], res
     assert res["rows"][-1]["rel_error_naive"] > 2 * res["rows"][-1]["rel_error"]
+
+
+def test_flipped_sign_is_rejected(monkeypatch):
+    """Planted fault (Algorithm 1's erratum): theta + eta*grad instead of theta - eta*grad.
+    The same instrument that passes the correct simulator must fail this one."""
+    import importlib
+    sim = importlib.import_module("mowtheory.flow.simulate")  # the module, not the function
+
+    def ascent(problem, theta, window_z, x, prior, eta, reduction, balanced):
+        grad, fresh = sim.mow_gradient(problem, theta, window_z, x, prior, reduction, balanced)
+        return theta.detach() + eta * grad, fresh
+
+    monkeypatch.setattr(sim, "_mow_step", ascent)
+    st = run_study("mmd-gaussian", etas=[0.04, 0.02, 0.01], replicas=256, bootstrap=50)
+    assert not follows_ode(st.verdicts), st.table()
+    assert not _verdict(st, "weak")["passed"], st.table()
