@@ -5,9 +5,9 @@ Each subcommand lives next to the code it drives and exposes two functions::
     register(subparsers) -> argparse.ArgumentParser   # adds its parser
     run(args) -> int                                   # exit status
 
-This module only assembles them (imports are lazy so that ``mowtheory --help`` stays fast)
-and turns :class:`mowtheory.errors.UsageError`/``ValueError`` raised for bad input into a
-one-line message on stderr and exit status 2, without a traceback.
+This module only assembles them and turns ``ValueError``/``FileNotFoundError`` raised for
+bad input, and ``ImportError`` for a missing optional dependency, into a one-line message on
+stderr and exit status 2, without a traceback.
 """
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:
+        print(f"mowtheory {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional dependency (e.g. the `data` extra) is missing
         print(f"mowtheory {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
