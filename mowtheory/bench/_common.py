@@ -128,6 +128,16 @@ def report(bench: str, config: dict, **fields) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def finish(args, bench: str, config: dict, **fields) -> int:
+    """End a bench: add the command line to ``config``, write the JSON report when
+    ``--json`` was given, and return exit status 0."""
+    config = {**config, "command": command(args, bench)}
+    if args.json:
+        write_json(args.json, report(bench, config, **fields))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def command(args, sub: str) -> str:
     """The command line that produced a figure: ``sys.argv`` when it was ``mowtheory bench
     SUB ...``, else rebuilt from the parsed options."""

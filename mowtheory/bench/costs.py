@@ -334,8 +334,5 @@ def run(args) -> int:
                 print(U.profile_table(b.full_step, steps=1, device=dev))
     config = {"costs": names, "n": ns, "k": ks, "dim": args.dim, "dtype": args.dtype,
               "devices": devs, "reps": args.reps, "split_steps": args.split_steps,
-              "budget_s": args.budget, "command": U.command(args, "costs")}
-    if args.json:
-        U.write_json(args.json, U.report("costs", config, **res))
-        print(f"wrote {args.json}")
-    return 0
+              "budget_s": args.budget}
+    return U.finish(args, "costs", config, **res)

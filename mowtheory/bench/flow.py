@@ -156,9 +156,5 @@ def run(args) -> int:
               f"{'PASS' if study.get('pass') else 'FAIL'}"
               + (f" ({study['error']})" if "error" in study else ""))
     config = {"problems": probs, "replicas": args.replicas, "steps": args.steps,
-              "eta": args.eta, "reps": args.reps, "loop_reps": args.loop_reps,
-              "command": U.command(args, "flow")}
-    if args.json:
-        U.write_json(args.json, U.report("flow", config, rows=rows, targets=tg))
-        print(f"wrote {args.json}")
-    return 0
+              "eta": args.eta, "reps": args.reps, "loop_reps": args.loop_reps}
+    return U.finish(args, "flow", config, rows=rows, targets=tg)

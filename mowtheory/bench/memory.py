@@ -118,9 +118,5 @@ def run(args) -> int:
         print(f"target peak_ratio_256: {tg['peak_ratio_256']['target']}: "
               f"{h['peak_ratio']:.1f}x -> {'PASS' if tg['peak_ratio_256']['pass'] else 'FAIL'}")
     config = {"resolutions": resolutions, "ks": ks, "n": args.n, "steps": args.steps,
-              "device": args.device, "child_threads": threads,
-              "command": U.command(args, "memory")}
-    if args.json:
-        U.write_json(args.json, U.report("memory", config, rows=rows, ratios=rat, targets=tg))
-        print(f"wrote {args.json}")
-    return 0
+              "device": args.device, "child_threads": threads}
+    return U.finish(args, "memory", config, rows=rows, ratios=rat, targets=tg)

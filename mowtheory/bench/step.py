@@ -332,9 +332,5 @@ def run(args) -> int:
             print(f"\nprofile {v} step: {archs[0]} {names[0]} n={args.n} k={ks[0]} {devs[0]}")
             print(U.profile_table(lambda v=v: s.run(v, 1), steps=20, device=devs[0]))
     config = {"arch": archs, "costs": names, "n": args.n, "k": ks, "devices": devs,
-              "steps": args.steps, "budget_s": args.budget, "reps": args.reps,
-              "command": U.command(args, "step")}
-    if args.json:
-        U.write_json(args.json, U.report("step", config, rows=rows, targets=tg))
-        print(f"wrote {args.json}")
-    return 0
+              "steps": args.steps, "budget_s": args.budget, "reps": args.reps}
+    return U.finish(args, "step", config, rows=rows, targets=tg)
