@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mowtheory.flow import (Draws, drift, get_problem, names, simulate, simulate_loop,
-                            solve_reference)
+from mowtheory.flow import (Draws, drift, get_problem, mow_gradient, names, simulate,
+                            simulate_loop, solve_reference)
 from mowtheory.flow._gauss import expected_reduced_quadratic, expected_sqrt_mean_chi2
 from mowtheory.flow.problems import PositionWeighted
 from mowtheory.mow import reduce_per_example
@@ -159,6 +159,9 @@ LOOP_CASES = [
     ("position-weighted", {}, dict(n=4, k=1)),
     ("position-weighted", {"symmetrize": True}, dict(n=4, k=2, refresh="pre")),
     ("linear-gaussian", {}, dict(n=5, k=1, window="time", tau=0.03)),
+    ("linear-gaussian", {}, dict(n=5, k=2, window="leak")),
+    ("mmd-gaussian", {}, dict(n=4, k=1, window="leak", reduction="mean", balanced=True)),
+    ("position-weighted", {}, dict(n=4, k=1, window="leak")),
     ("scalar", {}, dict(n=3, k=3)),
 ]
 
@@ -224,6 +227,37 @@ def test_simulator_takes_predrawn_randomness():
             assert torch.allclose(a.thetas[r, s + 1], th, atol=1e-13)
 
 
+def test_leak_gradient_flows_through_every_window_latent():
+    """window="leak": the gradient is that of F over all n encodings at theta (+ the fresh G),
+    not MoW's (window frozen); for a symmetric F its F part is, in expectation, n/k times
+    MoW's."""
+    p = get_problem("linear-gaussian")
+    th = p.theta0(_gen(0))
+    g = _gen(1)
+    wx, x = p.sample_data((5,), g), p.sample_data((1,), g)
+    leak, fresh = mow_gradient(p, th, None, x, None, window_x=wx)
+    t = th.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(p.batch_cost(p.encode(t, torch.cat([wx, x])))
+                                  + p.per_example(t, x).sum(), t)
+    assert torch.allclose(leak, want, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(fresh, p.encode(th, x))
+    frozen, _ = mow_gradient(p, th, p.encode(th, wx), x, None)
+    assert not torch.allclose(frozen, leak, rtol=1e-3)
+    # in expectation over i.i.d. batches: E[leak] = grad E[F_n] + k grad E[G], E[MoW] = the
+    # same with (k/n) grad E[F_n]  (n = 6, k = 1; 20000 batches, vectorised)
+    B = 20000
+    g = _gen(2)
+    wx, x = p.sample_data((B, 5), g), p.sample_data((B, 1), g)
+    thB = th.expand(B, -1)
+    leak = mow_gradient(p, thB, None, x, None, window_x=wx)[0].mean(0)
+    mow = mow_gradient(p, thB, p.encode(thB, wx), x, None)[0].mean(0)
+    t = th.clone().requires_grad_(True)
+    (gF,) = torch.autograd.grad(p.expected_batch_cost(t, 6), t)
+    (gG,) = torch.autograd.grad(p.expected_per_example(t, 1), t)
+    assert (leak - (gF + gG)).norm() < 0.05 * gF.norm()
+    assert (mow - (gF / 6 + gG)).norm() < 0.05 * gF.norm()
+
+
 def test_unstable_step_size_is_flagged_not_nan():
     p = get_problem("linear-gaussian")
     sim = simulate(p, p.theta0(_gen(0)) * 3, n=8, k=1, eta=0.5, horizon=5.0, replicas=16,
@@ -241,6 +275,13 @@ def test_simulate_argument_errors():
         simulate(p, th0, eta=0.1, init="zeros", **kw)
     with pytest.raises(ValueError, match="init must be 'encode' with window='time'"):
         simulate(p, th0, eta=0.1, init="prior", window="time", **kw)
+    with pytest.raises(ValueError, match="init must be 'encode' with window='leak'.*got init='prior'"):
+        simulate_loop(p, th0, eta=0.1, init="prior", window="leak", **kw)
+    with pytest.raises(ValueError, match="window='leak' needs a window: k < n; got k = n = 4"):
+        simulate(p, th0, eta=0.1, window="leak", **{**kw, "k": 4})
+    with pytest.raises(ValueError, match="window must be one of 'steps', 'time', 'leak'; "
+                                         "got window='leaky'"):
+        simulate(p, th0, eta=0.1, window="leaky", **kw)
     with pytest.raises(ValueError, match=r"theta0 must have shape \(1,\)"):
         simulate(p, torch.zeros(2, dtype=F64), eta=0.1, **kw)
     with pytest.raises(ValueError, match="k must be an integer with 1 <= k <= n = 4"):

@@ -1,13 +1,15 @@
 """mowtheory.flow rates and verdicts: orders within bands, and the planted faults (wrong ODE,
-position-weighted F, time-fixed window) each rejected; the CLI; the SME check."""
+position-weighted F, time-fixed window, gradient leaking into the window, flipped sign) each
+rejected; the CLI; the SME check."""
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from mowtheory.cli import main as cli_main
-from mowtheory.flow import fault_verdicts, fit_order, follows_ode, run_study
+from mowtheory.flow import fault_verdicts, fit_order, follows_ode, run_study, solve_reference
 from mowtheory.flow.sme import check_sme
 
 
@@ -66,6 +68,32 @@ def test_time_fixed_window_rejected():
     assert st.config["tau"] == 0.25
 
 
+def test_gradient_leak_into_window_rejected():
+    """Planted fault window="leak" (the window re-encoded at theta with gradient) is rejected,
+    while the same study with the theorem's window passes: the verdict sees the leak itself.
+    The leak follows another flow, S' = -grad(E[F_n] + E[red_k G]) (balanced MoW's): its weak
+    error against that flow is a fraction of the one against (2) and falls with eta."""
+    kw = dict(etas=[0.04, 0.02, 0.01], replicas=256, bootstrap=50)
+    leak = run_study("mmd-gaussian", window="leak", **kw)
+    (v,) = fault_verdicts(leak_window=leak)
+    assert v["passed"], (v, leak.table())
+    assert "gradient leaking into the window" in v["claim"]
+    assert not _verdict(leak, "weak")["passed"] and not _verdict(leak, "strong")["passed"]
+    assert min(r.weak for r in leak.rows) > 0.5, leak.table()
+    steps = run_study("mmd-gaussian", window="steps", **kw)
+    assert follows_ode(steps.verdicts), steps.table()
+    (v,) = fault_verdicts(leak_window=steps)
+    assert not v["passed"], (v, steps.table())
+
+    from mowtheory.flow.rates import errors
+    c = leak.config
+    ref = solve_reference(leak.problem, torch.tensor(c["theta0"], dtype=torch.float64),
+                          c["horizon"], n=c["n"], k=c["k"], balanced=True)
+    own = [errors(s, ref, bootstrap=0).weak for s in leak.sims]
+    assert own[0] > own[1] > own[2] and own[2] < 0.6 * own[0], own
+    assert all(o < 0.6 * r.weak for o, r in zip(own, leak.rows)), (own, leak.table())
+
+
 def test_unstable_eta_is_reported_never_nan(tmp_path):
     st = run_study("linear-gaussian", etas=[0.1, 0.01, 0.005, 0.0025], horizon=0.5,
                    replicas=64, bootstrap=20)
@@ -89,6 +117,20 @@ def test_cli_runs_and_writes_json_and_plot(tmp_path, capsys):
     assert data["etas"] == [0.02, 0.01, 0.005] and len(data["weak_error_se"]) == 3
     assert all({"claim", "passed", "detail"} <= set(v) for v in data["verdicts"])
     assert out_png.stat().st_size > 10_000
+
+
+def test_cli_controls_include_the_gradient_leak(tmp_path, capsys):
+    out_json = tmp_path / "flow.json"
+    rc = cli_main(["flow", "--replicas", "64", "--etas", "0.02,0.01,0.005", "--horizon", "0.2",
+                   "--bootstrap", "20", "--quiet", "--no-plot", "--json", str(out_json)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "leak-window (linear-gaussian, n=8, k=1, 64 replicas)" in text
+    assert "PASS  planted fault: gradient leaking into the window" in text
+    data = json.loads(out_json.read_text())
+    assert data["controls"]["leak_window"]["window"] == "leak"
+    (v,) = [v for v in data["verdicts"] if "gradient leaking" in v["claim"]]
+    assert v["passed"], v
 
 
 def test_cli_bad_arguments_exit_2(capsys):
@@ -123,8 +165,9 @@ def test_flipped_sign_is_rejected(monkeypatch):
     import importlib
     sim = importlib.import_module("mowtheory.flow.simulate")  # the module, not the function
 
-    def ascent(problem, theta, window_z, x, prior, eta, reduction, balanced):
-        grad, fresh = sim.mow_gradient(problem, theta, window_z, x, prior, reduction, balanced)
+    def ascent(problem, theta, window_z, x, prior, eta, reduction, balanced, window_x=None):
+        grad, fresh = sim.mow_gradient(problem, theta, window_z, x, prior, reduction, balanced,
+                                       window_x=window_x)
         return theta.detach() + eta * grad, fresh
 
     monkeypatch.setattr(sim, "_mow_step", ascent)

@@ -2,9 +2,10 @@
 
 With no arguments it runs the headline study: ``linear-gaussian``, n=8, k=1, horizon 1,
 eta = 0.01 ... 0.000625 (4 halvings), 2048 replicas; then the planted-fault controls (the
-same study with ``window="time"``, and the position-weighted F with and without
-symmetrisation); prints the table (eta, strong error, weak error +/- se, wrong-ODE error) and
-the verdicts with their evidence; and writes a PNG (default ``mowtheory_out/flow.png``).
+same study with ``window="time"`` and with ``window="leak"``, gradient leaking into the
+window, and the position-weighted F with and without symmetrisation); prints the table (eta,
+strong error, weak error +/- se, wrong-ODE error) and the verdicts with their evidence; and
+writes a PNG (default ``mowtheory_out/flow.png``).
 
 Exit status: 0 when the study ran, whatever the verdicts (they are printed, with a final
 ``RESULT:`` line saying how many failed); 1 with ``--strict`` when a verdict failed; 2 on bad
@@ -70,7 +71,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reduction", default="sum", choices=REDUCTIONS)
     p.add_argument("--balanced", action="store_true", help="scale F by n/k")
     p.add_argument("--window", default="steps", choices=WINDOW_MODES,
-                   help="'time': latents stale by a fixed time tau (a planted fault)")
+                   help="'time': latents stale by a fixed time tau; 'leak': gradient flows "
+                        "into the window's latents (planted faults)")
     p.add_argument("--tau", type=float, default=None, help="staleness for --window time (None: T/4)")
     p.add_argument("--record", type=int, default=32, help="recorded times per run")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamplings")
@@ -88,17 +90,20 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
-    """The planted-fault studies: the main study with ``window="time"`` (if it was not one),
-    and the position-weighted F with and without symmetrisation."""
+    """The planted-fault studies: the main study with ``window="time"`` and with
+    ``window="leak"`` (if it was a ``"steps"`` study with a window), and the position-weighted
+    F with and without symmetrisation."""
     from .study import run_study
     c = main.config
     out = {}
     if c["window"] == "steps" and c["k"] < c["n"] and c["init"] == "encode":
-        out["time_window"] = run_study(
-            main.problem, n=c["n"], k=c["k"], etas=main.etas, replicas=min(replicas, 512),
-            horizon=c["horizon"], seed=seed, init=c["init"], refresh=c["refresh"],
-            reduction=c["reduction"], balanced=c["balanced"], window="time", record=c["record"],
-            bootstrap=c["bootstrap"], progress=progress, desc="control: window=time")
+        for window in ("time", "leak"):
+            out[f"{window}_window"] = run_study(
+                main.problem, n=c["n"], k=c["k"], etas=main.etas, replicas=min(replicas, 512),
+                horizon=c["horizon"], seed=seed, init=c["init"], refresh=c["refresh"],
+                reduction=c["reduction"], balanced=c["balanced"], window=window,
+                record=c["record"], bootstrap=c["bootstrap"], progress=progress,
+                desc=f"control: window={window}")
     for key, sym in (("position_weighted", False), ("symmetrized", True)):
         out[key] = run_study("position-weighted", params={"symmetrize": sym}, replicas=4096,
                              seed=seed, record=c["record"], bootstrap=c["bootstrap"],
@@ -146,7 +151,7 @@ def run(args) -> int:
                             progress=progress) if args.controls else {}
     verdicts = list(main.verdicts)
     verdicts += fault_verdicts(controls.get("position_weighted"), controls.get("symmetrized"),
-                               controls.get("time_window"))
+                               controls.get("time_window"), controls.get("leak_window"))
     sme = None
     if args.sme:
         from .sme import check_sme

@@ -22,8 +22,9 @@ slope over ``bootstrap`` resamplings of the replicas (independently at every eta
 Verdicts (``{"claim", "passed", "detail"}``): strong order in ``0.5 +/- 0.3``; weak order in
 ``1 +/- 0.3``; the wrong ODE is rejected (its error does not fall with eta: fitted slope
 < 0.3, and at the smallest stable eta it exceeds the right ODE's weak error by >= 10x);
-planted faults (:func:`fault_verdicts`): the position-weighted F and the time-fixed window are
-rejected (weak error resolved and weak order out of band), the symmetrised F passes.
+planted faults (:func:`fault_verdicts`): the position-weighted F, the time-fixed window and the
+gradient leaking into the window (``window="leak"``) are rejected (weak error resolved and the
+orders not both in band), the symmetrised F passes.
 """
 from __future__ import annotations
 
@@ -205,7 +206,8 @@ def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
     return bool(resolved and fails), ev
 
 
-def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None) -> list:
+def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
+                   leak_window=None) -> list:
     """Verdicts of the planted faults from their studies (:class:`~.study.Study` objects,
     any of them None to skip)."""
     out = []
@@ -223,4 +225,9 @@ def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None) -
         tau = time_window.config.get("tau")
         out.append({"claim": f"planted fault: window='time' (latents stale by up to tau = {tau:g}) "
                              "is rejected", "passed": ok, "detail": ev})
+    if leak_window is not None:
+        ok, ev = rejected(leak_window.rows, leak_window.verdicts)
+        out.append({"claim": "planted fault: gradient leaking into the window (window='leak': "
+                             "its latents re-encoded at theta with gradient) is rejected",
+                    "passed": ok, "detail": ev})
     return out

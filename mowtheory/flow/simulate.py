@@ -22,6 +22,23 @@ recent examples. Their staleness in *time* sweeps ``[0, tau)`` whatever eta is, 
 not vanish as eta -> 0. (``refresh`` is moot there: the window is always re-encoded at
 theta_snap; ``init`` must be ``"encode"``.)
 
+``window="leak"`` is the planted fault "gradient leaks into the window": the window keeps the
+n-k most recent *examples* (as ``"time"``) and re-encodes them at the current theta **with
+gradient** at every step, so F sees n encodings that all depend on theta (``refresh`` is moot;
+``init`` must be ``"encode"``). Why the instrument must reject it (computed, and tested by
+Monte Carlo in tests/test_flow.py): at a fixed theta the window rows are i.i.d. examples, so the
+expected step is ``grad E[F_n] + grad E[red_k G]`` (with ``"sum"``: ``grad E[F_n] + k grad E[G]``)
+against MoW's ``(k/n) grad E[F_n] + grad E[red_k G]``: the F part is n/k times MoW's (balanced:
+``(n/k) grad E[F_n]`` instead of ``grad E[F_n]``). The window's examples were fresh in earlier
+steps, so theta correlates with them, but only by O(eta). The (unbalanced) leak's limit is the
+flow of ``E[F_n] + E[red_k G]``, which is the ODE of *balanced* MoW (``solve_reference(...,
+balanced=True)``), not (2): its error against (2) stays O(1) as eta -> 0. Measured (seed 0,
+T = 1, n = 8, k = 1): linear-gaussian, 512 replicas, weak error against (2) 0.40 -> 0.44 over
+eta = 0.005 ... 0.000625 (weak order -0.05; eta = 0.01 loses 2 replicas to the stiffer flow),
+while against the balanced flow it falls 0.12 -> 0.021 (2048 replicas, order 0.84);
+mmd-gaussian, eta = 0.04 ... 0.0025: 0.98 -> 0.97 against (2) (order -0.00), 0.51 -> 0.087
+against the balanced flow (order 0.65).
+
 Randomness comes only from a :class:`Draws` stream (one explicit ``torch.Generator``, a fixed
 order of draws), shared by :func:`simulate` (vectorised) and :func:`simulate_loop` (the same
 algorithm with a Python loop over replicas, each with its own window and autograd pass: the
@@ -47,7 +64,7 @@ from ..mow import REDUCTIONS, REFRESH_POLICIES, mow_loss
 from ..window import INIT_POLICIES, LatentWindow
 from .problems import DTYPE, Problem, get_problem
 
-WINDOW_MODES = ("steps", "time")
+WINDOW_MODES = ("steps", "time", "leak")
 
 
 class Draws:
@@ -126,35 +143,93 @@ def _check_common(problem, theta0, n, k, eta, horizon, replicas, init, refresh, 
         raise ValueError(f"theta0 must have shape ({problem.n_params},) for problem "
                          f"{problem.name!r}; got shape {tuple(theta0.shape)}")
     lag = None
+    if window != "steps":
+        if init != "encode":
+            raise ValueError(f"init must be 'encode' with window={window!r} (the window holds "
+                             f"examples, re-encoded at every step); got init={init!r}")
+        if n == k:
+            raise ValueError(f"window={window!r} needs a window: k < n; got k = n = {n}")
     if window == "time":
         tau = horizon / 4 if tau is None else check_positive("tau", tau)
-        if init != "encode":
-            raise ValueError(f"init must be 'encode' with window='time' (the window holds "
-                             f"examples re-encoded at the lagged parameters); got init={init!r}")
-        if n == k:
-            raise ValueError(f"window='time' needs a window: k < n; got k = n = {n}")
         lag = max(1, math.ceil(tau / eta - 1e-9))
     rec = sorted({int(round(j * steps / record)) for j in range(record + 1)})
     return problem, theta0, n, k, eta, horizon, replicas, steps, tau, lag, rec
 
 
-def mow_gradient(problem, theta, window_z, x, prior, reduction="sum", balanced=False):
+def mow_gradient(problem, theta, window_z, x, prior, reduction="sum", balanced=False, *,
+                 window_x=None):
     """The MoW gradient of every replica (any leading shape, incl. none): theta ``(..., P)``,
     window latents ``(..., n-k, D)`` (frozen), fresh examples ``(..., k, d)``, prior
     ``(..., n, D)`` or None. One autograd pass over the sum of the replicas' costs.
-    Returns ``(grad (..., P), fresh latents (..., k, D) detached)``."""
+    Returns ``(grad (..., P), fresh latents (..., k, D) detached)``.
+
+    ``window_x`` ``(..., n-k, d)`` (the planted leak, ``window="leak"``): the window latents are
+    ``E_theta(window_x)`` encoded here, at theta and **with gradient** (``window_z`` is ignored);
+    F then differentiates through all n rows."""
     th = theta.detach().requires_grad_(True)
     fresh = problem.encode(th, x)
     G = problem.per_example(th, x)
-    parts = mow_loss(problem.batch_cost, fresh, window_z, G, prior=prior,
-                     reduction=reduction, balanced=balanced)
+    F = problem.batch_cost
+    if window_x is not None:
+        window_z = problem.encode(th, window_x)
+        F = _leaky(problem.batch_cost, window_z)
+    parts = mow_loss(F, fresh, window_z, G, prior=prior, reduction=reduction,
+                     balanced=balanced)
     (grad,) = torch.autograd.grad(parts.total.sum(), th)
     return grad, fresh.detach()
 
 
-def _mow_step(problem, theta, window_z, x, prior, eta, reduction, balanced):
-    grad, fresh = mow_gradient(problem, theta, window_z, x, prior, reduction, balanced)
+def _leaky(F, window_z):
+    """F with its first ``m`` rows (the window, which :func:`~mowtheory.mow.mow_loss` detaches)
+    replaced by ``window_z`` ``(..., m, D)`` as given, with its autograd graph: the leak."""
+    m = window_z.shape[-2]
+
+    def leaky_F(z, prior=None):
+        return F(torch.cat([window_z, z[..., m:, :]], dim=-2), prior)
+    return leaky_F
+
+
+def _mow_step(problem, theta, window_z, x, prior, eta, reduction, balanced, window_x=None):
+    grad, fresh = mow_gradient(problem, theta, window_z, x, prior, reduction, balanced,
+                               window_x=window_x)
     return (theta.detach() - eta * grad), fresh
+
+
+class _Window:
+    """The window of one simulator run (all replicas with ``batch_shape=(R,)``, or one replica
+    with ``()``), for every ``window`` mode: latents (``"steps"``) or examples (``"time"``,
+    ``"leak"``) in a :class:`LatentWindow`, and the snapshot theta_snap of ``"time"``."""
+
+    def __init__(self, problem, mode, n, k, theta0, init_rows, init, refresh, lag,
+                 batch_shape=()):
+        self.problem, self.mode, self.refresh, self.lag = problem, mode, refresh, lag
+        self.ordered = not problem.permutation_invariant
+        dim = problem.latent_dim if mode == "steps" else problem.data_dim
+        self.win = LatentWindow(n, k, dim, batch_shape=batch_shape, dtype=DTYPE)
+        encode = mode == "steps" and init == "encode"
+        self.win.fill(problem.encode(theta0, init_rows) if encode else init_rows)
+        self.snap = theta0.clone() if mode == "time" else None
+
+    def inputs(self) -> tuple:
+        """``(window_z, window_x)`` of :func:`_mow_step` for the current window."""
+        rows = self.win.ordered() if self.ordered else self.win.buffer
+        if self.mode == "time":
+            return self.problem.encode(self.snap, rows), None
+        if self.mode == "leak":
+            return None, rows
+        return rows, None
+
+    def advance(self, step, theta, x, fresh) -> None:
+        """Slide after step ``step`` (0-based) that gave ``theta`` from examples ``x``."""
+        if self.mode != "steps":
+            self.win.push(x)
+            if self.mode == "time" and (step + 1) % self.lag == 0:
+                self.snap = theta.clone()
+        elif self.refresh == "pre":
+            self.win.push(fresh)
+        else:
+            with torch.no_grad():
+                self.win.push(self.problem.encode(theta, x))
 
 
 def _finite_ok(theta, blowup):
@@ -180,19 +255,10 @@ def simulate(problem, theta0, *, n: int, k: int, eta: float, horizon: float, rep
     draws = draws if draws is not None else Draws(problem, n=n, k=k, replicas=R,
                                                   generator=generator)
     t_start = time.perf_counter()
-    D, d, P = problem.latent_dim, problem.data_dim, problem.n_params
-    ordered = not problem.permutation_invariant
+    P = problem.n_params
     theta = theta0.expand(R, P).clone()
-    win = LatentWindow(n, k, D, batch_shape=(R,), dtype=DTYPE)
-    init_rows = draws.initial(init)
-    if window == "time":
-        data_win = LatentWindow(n, k, d, batch_shape=(R,), dtype=DTYPE)
-        data_win.fill(init_rows)
-        theta_snap = theta.clone()
-    elif init == "encode":
-        win.fill(problem.encode(theta, init_rows))
-    else:
-        win.fill(init_rows)
+    win = _Window(problem, window, n, k, theta, draws.initial(init), init, refresh, lag,
+                  batch_shape=(R,))
 
     n_paths = min(n_paths, R)
     path_every = max(1, steps // path_points)
@@ -205,28 +271,17 @@ def simulate(problem, theta0, *, n: int, k: int, eta: float, horizon: float, rep
     stable, diverged, diverged_at, done = True, 0, None, 0
     for step in range(steps):
         x, prior = draws.step()
-        if window == "time":
-            src = data_win.ordered() if ordered else data_win.buffer
-            wz = problem.encode(theta_snap, src)
-        else:
-            wz = win.ordered() if ordered else win.buffer
+        wz, wx = win.inputs()
         try:
-            theta, fresh = _mow_step(problem, theta, wz, x, prior, eta, reduction, balanced)
+            theta, fresh = _mow_step(problem, theta, wz, x, prior, eta, reduction, balanced,
+                                     window_x=wx)
         except (ValueError, RuntimeError):
             if bool(_finite_ok(theta, blowup).all()):
                 raise
             stable, diverged_at = False, step * eta
             diverged = int((~_finite_ok(theta, blowup)).sum())
             break
-        if window == "time":
-            data_win.push(x)
-            if (step + 1) % lag == 0:
-                theta_snap = theta.clone()
-        elif refresh == "pre":
-            win.push(fresh)
-        else:
-            with torch.no_grad():
-                win.push(problem.encode(theta, x))
+        win.advance(step, theta, x, fresh)
         s = step + 1
         if s % path_every == 0:
             paths[:, s // path_every] = theta[:n_paths]
@@ -265,41 +320,22 @@ def simulate_loop(problem, theta0, *, n: int, k: int, eta: float, horizon: float
                           reduction, window, tau, record)
     draws = draws if draws is not None else Draws(problem, n=n, k=k, replicas=R,
                                                   generator=generator)
-    D, d, P = problem.latent_dim, problem.data_dim, problem.n_params
-    ordered = not problem.permutation_invariant
+    P = problem.n_params
     init_rows = draws.initial(init)
     thetas = [theta0.clone() for _ in range(R)]
-    wins, snaps = [], []
-    for r in range(R):
-        if window == "time":
-            w = LatentWindow(n, k, d, dtype=DTYPE)
-            w.fill(init_rows[r])
-            snaps.append(theta0.clone())
-        else:
-            w = LatentWindow(n, k, D, dtype=DTYPE)
-            w.fill(problem.encode(theta0, init_rows[r]) if init == "encode" else init_rows[r])
-        wins.append(w)
+    wins = [_Window(problem, window, n, k, theta0, init_rows[r], init, refresh, lag)
+            for r in range(R)]
     out = torch.full((R, len(rec), P), float("nan"), dtype=DTYPE)
     out[:, 0] = theta0
     rec_index = {s: j for j, s in enumerate(rec)}
     for step in range(steps):
         x, prior = draws.step()
         for r in range(R):
-            w = wins[r]
-            rows = w.ordered() if ordered else w.buffer
-            wz = problem.encode(snaps[r], rows) if window == "time" else rows
+            wz, wx = wins[r].inputs()
             pr = None if prior is None else prior[r]
             thetas[r], fresh = _mow_step(problem, thetas[r], wz, x[r], pr, eta, reduction,
-                                         balanced)
-            if window == "time":
-                w.push(x[r])
-                if (step + 1) % lag == 0:
-                    snaps[r] = thetas[r].clone()
-            elif refresh == "pre":
-                w.push(fresh)
-            else:
-                with torch.no_grad():
-                    w.push(problem.encode(thetas[r], x[r]))
+                                         balanced, window_x=wx)
+            wins[r].advance(step, thetas[r], x[r], fresh)
         if step + 1 in rec_index:
             out[:, rec_index[step + 1]] = torch.stack(thetas)
     return out
