@@ -6,7 +6,8 @@ k = 64 = n is standard batch training; k = 1 is the paper's one-element MoW. Eac
 
 - CPU: the child's peak resident set size, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
   (reported in full and as the increase over the RSS after setup: imports, model, optimizer,
-  window, data);
+  window, data), and the peak of live tensor bytes counted from PyTorch's CPU allocator
+  (:class:`mowtheory.train.memory.TensorPeak`, in a second child: it needs the profiler);
 - GPU (``--device cuda``): ``torch.cuda.max_memory_allocated`` over the training steps.
 
 A child builds the model, a CWAE cost, an Adam optimizer and a MoW window initialised with
@@ -59,20 +60,23 @@ def write_outputs(rows, *, ks, resolutions, n, cap_gb, device, steps, seconds, r
         f"`{device}`; one subprocess per (resolution, k). Memory: {what}. k = n = {n} is "
         "standard batch training.",
         "",
-        "| resolution | k | parameters | peak (MB) | increase over setup (MB) | "
-        "time per step (s) |", "|---|---|---|---|---|---|"]
+        "| resolution | k | parameters | process peak (MB) | increase over setup (MB) | "
+        "tensor peak (MB) | time per step (s) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['resolution']} | {r['k']} | — | {r['error']} | — | — |")
+            lines.append(f"| {r['resolution']} | {r['k']} | — | {r['error']} | — | — | — |")
             continue
-        inc = r.get("train_increase_mb")
+        inc, tens = r.get("train_increase_mb"), r.get("tensor_peak_mb")
         lines.append(f"| {r['resolution']} | {r['k']} | {r['params']:,} | "
-                     f"{peak_mb(r, device):.0f} | {inc:.0f} | {r['step_s']:.3f} |")
+                     f"{peak_mb(r, device):.0f} | {inc:.0f} | "
+                     f"{'—' if tens is None else f'{tens:.0f}'} | {r['step_s']:.3f} |")
     lines += ["", f"Largest resolution that trains under {cap_gb:g} GB (of those measured): " +
               ", ".join(f"k={k}: {best[k] if best[k] else 'none'}" for k in ks) + ".", ""]
     by_k = {k: {r["resolution"]: peak_mb(r, device) for r in rows if r["k"] == k} for k in ks}
     inc_k = {k: {r["resolution"]: r.get("train_increase_mb") for r in rows
                  if r["k"] == k and "error" not in r} for k in ks}
+    tens_k = {k: {r["resolution"]: r.get("tensor_peak_mb") for r in rows
+                  if r["k"] == k and "error" not in r} for k in ks}
     common = [res for res in resolutions if all(by_k[k].get(res) for k in ks)]
     if common:
         big = max(common)
@@ -83,6 +87,8 @@ def write_outputs(rows, *, ks, resolutions, n, cap_gb, device, steps, seconds, r
         if device != "cuda" and inc_k[hi].get(big) and inc_k[lo].get(big):
             text += (f", {inc_k[hi][big] / inc_k[lo][big]:.1f}x the memory added by the training "
                      f"steps")
+        if device != "cuda" and tens_k[hi].get(big) and tens_k[lo].get(big):
+            text += f", {tens_k[hi][big] / tens_k[lo][big]:.1f}x the tensor memory"
         lines += [text + ".", ""]
     lines += [
         "The full curve to 1024x1024 needs a GPU (not available on the machine that produced "
@@ -91,9 +97,13 @@ def write_outputs(rows, *, ks, resolutions, n, cap_gb, device, steps, seconds, r
         "    python experiments/memory_scaling.py --device cuda --resolutions 64 128 256 512 "
         "1024 --steps 3 --cap-gb 16",
         "",
-        "CPU numbers include the Python/torch baseline of the process (a few hundred MB); the "
-        "increase over setup is the memory the steps themselves add (activations kept for "
-        "the backward pass, gradients, optimizer state on the first step).",
+        "CPU peaks include the Python/torch baseline of the process (a few hundred MB); the "
+        "increase over setup is the RSS the steps themselves add (activations kept for "
+        "the backward pass, gradients, optimizer state on the first step, and what the C "
+        "allocator keeps after frees). The tensor peak counts only live tensor bytes from "
+        "the start of the child (parameters, gradients, Adam state, window, activations): "
+        "the quantity `torch.cuda.max_memory_allocated` reports on a GPU. Dashed lines in "
+        "the plot.",
         ""]
     (results / "memory.md").write_text("\n".join(lines))
     try:
@@ -103,8 +113,14 @@ def write_outputs(rows, *, ks, resolutions, n, cap_gb, device, steps, seconds, r
         fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
         for k in ks:
             pts = sorted((res, mb) for res, mb in by_k[k].items() if mb is not None)
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"k={k}" + (" (standard)" if k == n else ""))
+            if not pts:
+                continue
+            line, = ax.plot(*zip(*pts), marker="o",
+                            label=f"k={k}" + (" (standard)" if k == n else ""))
+            tpts = sorted((res, mb) for res, mb in tens_k[k].items() if mb is not None)
+            if tpts and device != "cuda":
+                ax.plot(*zip(*tpts), marker=".", ls="--", color=line.get_color(),
+                        label=f"k={k}, tensors")
         ax.axhline(cap_mb, color="grey", ls="--", lw=1, label=f"cap {cap_gb:g} GB")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -244,4 +244,20 @@ def test_bench_memory_writes_json(tmp_path, monkeypatch):
     for r in doc["rows"]:
         assert "error" not in r, r
         assert _positive(r["peak_mb"]) and r["peak_mb"] >= r["setup_rss_mb"] > 0
+        assert 0 < r["tensor_peak_mb"] < r["peak_rss_mb"]
     assert doc["ratios"] and _positive(doc["ratios"][0]["peak_ratio"])
+    assert _positive(doc["ratios"][0]["tensor_ratio"])
+
+
+def test_bench_memory_targets_judge_each_peak_on_its_own():
+    from mowtheory.bench.memory import targets
+    rat = [{"resolution": 256, "k_small": 1, "k_big": 64, "peak_ratio": 8.9,
+            "tensor_ratio": 23.9, "increase_ratio": 21.5},
+           {"resolution": 128, "k_small": 1, "k_big": 64, "peak_ratio": 50.0,
+            "tensor_ratio": 50.0}]
+    cpu = targets(rat, 64, "cpu")
+    assert cpu["tensor_peak_ratio_256"]["pass"] is True
+    assert cpu["process_peak_ratio_256"]["pass"] is False      # 8.9 < 10: not rounded up
+    assert cpu["process_peak_ratio_256"]["ratio"] == 8.9
+    assert set(targets(rat, 64, "cuda")) == {"tensor_peak_ratio_256"}
+    assert targets(rat[1:], 64, "cpu") == {}                    # no 256x256 row: no verdict

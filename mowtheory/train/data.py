@@ -42,8 +42,8 @@ import torch
 
 from mowtheory._validate import check_choice, check_int
 
-__all__ = ["DATASETS", "SPLITS", "TEST_FRACTION", "load_dataset", "read_idx_images",
-           "read_cifar_batch"]
+__all__ = ["DATASETS", "SPLITS", "TEST_FRACTION", "load_dataset", "split_indices",
+           "read_idx_images", "read_cifar_batch"]
 
 SPLITS = ("train", "test")
 #: Fraction of the examples put in the ``"test"`` split by the seeded splits.
@@ -170,7 +170,11 @@ def _finish(x: np.ndarray | torch.Tensor, limit: int | None) -> torch.Tensor:
     return t.to(torch.float32).contiguous()
 
 
-def _split_indices(n: int, split: str, seed: int, what: str) -> np.ndarray:
+def split_indices(n: int, split: str, seed: int, what: str) -> np.ndarray:
+    """Indices ``(m,)`` of the ``split`` (``"train"`` or ``"test"``) part of ``n`` examples: a
+    seeded permutation, the last ``TEST_FRACTION`` of it (at least 1) is the test set. The
+    loaders and the label-based metrics share it, so labels line up with images; ``what``
+    names the data in the error message."""
     if n < 2:
         raise ValueError(f"{what}: need at least 2 examples for a train/test split; found {n}")
     n_test = min(max(1, int(round(n * TEST_FRACTION))), n - 1)
@@ -179,7 +183,7 @@ def _split_indices(n: int, split: str, seed: int, what: str) -> np.ndarray:
 
 
 def _seeded_split(x: np.ndarray, split: str, seed: int, name: str) -> np.ndarray:
-    return x[_split_indices(len(x), split, seed, f"dataset {name!r}")]
+    return x[split_indices(len(x), split, seed, f"dataset {name!r}")]
 
 
 @functools.lru_cache(maxsize=1)
@@ -388,7 +392,7 @@ def _load_image_folder(root: Path, name: str, split: str, seed: int, resolution:
             f"{root}: no .png/.jpg/.jpeg images found (searched all subfolders) for dataset "
             f"{name!r}"
         )
-    idx = _split_indices(len(files), split, seed, str(root))
+    idx = split_indices(len(files), split, seed, str(root))
     if limit is not None:
         idx = idx[:limit]
     # Fill one preallocated tensor: peak memory is the result plus one decoded image.

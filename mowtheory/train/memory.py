@@ -3,14 +3,26 @@
 A child process (``python -m mowtheory.train.memory --resolution R --k K ...``) builds
 ``build_autoencoder("ffhq", resolution=R)``, a CWAE cost, Adam and a window initialised from
 the prior (the steady state of the step is measured, not the one-off encoding of n - k
-examples), runs a few MoW steps on random images and prints one JSON line: its peak resident
-set size (``ru_maxrss``), the RSS after setup (imports, model, optimizer, window, data) and,
-on CUDA, ``torch.cuda.max_memory_allocated`` over the steps. :func:`measure` runs one child;
-``experiments/memory_scaling.py`` and ``mowtheory bench memory`` are built on it.
+examples), runs a few MoW steps on random images and prints one JSON line with two measures
+of its peak memory:
+
+- ``peak_rss_mb``: the peak resident set size of the whole process (``ru_maxrss``): what the
+  operating system must provide, including the interpreter, torch's code and what the C
+  allocator keeps after frees (``setup_rss_mb`` is the RSS after setup: imports, model,
+  optimizer, window, data);
+- ``tensor_peak_mb``: the peak of the bytes held by live tensors, from setup to the last step:
+  on CUDA ``torch.cuda.max_memory_allocated``, on CPU :class:`TensorPeak` (the same quantity,
+  counted from PyTorch's CPU allocator through the profiler). It is the memory the training
+  itself needs: parameters, gradients, optimizer state, the window and the activations kept
+  for the backward pass.
+
+:func:`measure` runs one child; ``experiments/memory_scaling.py`` and ``mowtheory bench
+memory`` are built on it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -35,16 +47,88 @@ def _maxrss_kb() -> int:
     return r // 1024 if sys.platform == "darwin" else r     # bytes on macOS, KiB on Linux
 
 
+class TensorPeak:
+    """Peak bytes of CPU tensor memory allocated inside a ``with`` block.
+
+    The CPU counterpart of ``torch.cuda.max_memory_allocated``: while the block runs, the
+    profiler (``profile_memory=True``) records every allocation and free of PyTorch's CPU
+    allocator with the allocator's running total of live bytes; ``peak_bytes`` is the largest
+    running total, ``live_bytes`` the total at the end of the block. Only tensors allocated
+    inside the block count (a tensor that existed before is not seen, nor is its free), so
+    open it before building the model to count everything. Memory that is not a tensor
+    (Python objects, library code, what the C allocator keeps after a free) is not counted:
+    that is the difference from the process RSS.
+
+    The profiler records every operator, which costs a few microseconds per op: time steps
+    outside the block when the time matters. ``peak_bytes`` is None when this torch build
+    does not report allocator totals to the profiler.
+
+    >>> import torch
+    >>> with TensorPeak() as tp:
+    ...     a = torch.empty(2**20, dtype=torch.uint8); del a
+    ...     b = torch.empty(2**19, dtype=torch.uint8)
+    >>> tp.peak_bytes, tp.live_bytes
+    (1048576, 524288)
+    """
+
+    def __init__(self):
+        self.peak_bytes: int | None = None
+        self.live_bytes: int | None = None
+        self.events = 0
+        self._prof = None
+
+    def __enter__(self) -> "TensorPeak":
+        from torch.profiler import ProfilerActivity, profile
+        self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._prof.__exit__(*exc)
+        try:
+            stack = list(self._prof.profiler.kineto_results.experimental_event_tree())
+        except AttributeError:      # a torch without the event tree: no figure, no guess
+            return
+        allocs = []
+        while stack:
+            e = stack.pop()
+            stack.extend(e.children)
+            f = e.extra_fields
+            if hasattr(f, "total_allocated") and str(getattr(f, "device", "cpu")) == "cpu":
+                allocs.append((e.start_time_ns, f.alloc_size, f.total_allocated))
+        self.events = len(allocs)
+        if not allocs:
+            self.peak_bytes = self.live_bytes = 0
+            return
+        allocs.sort(key=lambda a: a[0])
+        # the allocator's total is process-wide: subtract what was live before the block
+        base = allocs[0][2] - allocs[0][1]
+        self.peak_bytes = max(0, max(a[2] for a in allocs) - base)
+        self.live_bytes = allocs[-1][2] - base
+
+
 def child(args) -> dict:
     """Run in the subprocess: build the model, cost, optimizer and window, run the steps."""
     import torch
 
     torch.set_num_threads(args.threads)
+
+    device = torch.device(args.device)
+    tensors = TensorPeak() if device.type == "cpu" and args.tensor_peak else None
+    with tensors if tensors is not None else contextlib.nullcontext():
+        out = _run(torch, args, device)
+    if device.type == "cuda":
+        out["tensor_peak_mb"] = out["cuda_max_allocated_mb"]
+    elif tensors is not None and tensors.peak_bytes is not None:
+        out["tensor_peak_mb"] = tensors.peak_bytes / 2**20
+    return out
+
+
+def _run(torch, args, device) -> dict:
     from mowtheory import costs
     from mowtheory.mow import MoW
     from mowtheory.train.models import build_autoencoder
 
-    device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_autoencoder("ffhq", resolution=args.resolution).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -80,23 +164,42 @@ def child(args) -> dict:
 
 
 def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str = "cpu",
-            threads: int = 1, timeout: float = 1800.0) -> dict:
+            threads: int = 1, timeout: float = 1800.0, tensors: bool = True) -> dict:
     """Peak memory of a few MoW_k(n) training steps at ``resolution`` in a fresh subprocess
-    (``python -m mowtheory.train.memory``); a dict with ``peak_rss_mb``, ``setup_rss_mb``,
-    ``train_increase_mb``, ``step_s`` (and ``cuda_max_allocated_mb``), or ``error``."""
-    cmd = [sys.executable, "-m", "mowtheory.train.memory", "--resolution", str(resolution), "--k", str(k),
-           "--n", str(n), "--steps", str(steps), "--device", device, "--threads", str(threads)]
+    (``python -m mowtheory.train.memory``).
+
+    Returns a dict with ``peak_rss_mb``, ``setup_rss_mb``, ``train_increase_mb``, ``step_s``,
+    ``tensor_peak_mb`` (and on CUDA ``cuda_max_allocated_mb``), or with ``error``. On CPU the
+    tensor count needs the profiler, which costs RSS and time of its own, so it runs in a
+    second child (``tensors=False`` skips it): the RSS and the step time come from a child
+    without the profiler.
+    """
+    cmd = [sys.executable, "-m", "mowtheory.train.memory", "--resolution", str(resolution),
+           "--k", str(k), "--n", str(n), "--steps", str(steps), "--device", device,
+           "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"resolution": resolution, "k": k, "n": n, "error": f"timeout after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        killed = proc.returncode in (-9, 137)
-        return {"resolution": resolution, "k": k, "n": n,
-                "error": "killed (out of memory?)" if killed else tail[0][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    where = {"resolution": resolution, "k": k, "n": n}
+
+    def run(extra):
+        try:
+            proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=timeout,
+                                  env=env)
+        except subprocess.TimeoutExpired:
+            return {**where, "error": f"timeout after {timeout:.0f} s"}
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+            killed = proc.returncode in (-9, 137)
+            return {**where, "error": "killed (out of memory?)" if killed else tail[0][:200]}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    if device != "cpu":
+        return run([])
+    row = run(["--no-tensor-peak"])
+    if tensors and "error" not in row:
+        counted = run([])
+        if "tensor_peak_mb" in counted:
+            row["tensor_peak_mb"] = counted["tensor_peak_mb"]
+    return row
 
 
 def peak_mb(row: dict, device: str) -> float | None:
@@ -122,6 +225,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
+                   help="CPU: do not count tensor bytes (no profiler)")
     print(json.dumps(child(p.parse_args(argv))))
     return 0
 

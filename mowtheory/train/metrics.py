@@ -348,7 +348,7 @@ def dataset_labels(name: str, x: torch.Tensor, *, split: str, seed: int = 0,
         return None
     if name in ("digits", "mnist5k"):
         from . import data as _data
-        idx = _data._split_indices(len(imgs), split, seed, f"dataset {name!r}")
+        idx = _data.split_indices(len(imgs), split, seed, f"dataset {name!r}")
         imgs, labels = imgs[idx], labels[idx]
     n = len(x)
     if n > len(imgs):
