@@ -279,6 +279,9 @@ def test_simulate_argument_errors():
         simulate_loop(p, th0, eta=0.1, init="prior", window="leak", **kw)
     with pytest.raises(ValueError, match="window='leak' needs a window: k < n; got k = n = 4"):
         simulate(p, th0, eta=0.1, window="leak", **{**kw, "k": 4})
+    with pytest.raises(ValueError, match="tau is the staleness of window='time'.*"
+                                         "window='steps'; got tau=0.2"):
+        simulate(p, th0, eta=0.1, tau=0.2, **kw)
     with pytest.raises(ValueError, match="window must be one of 'steps', 'time', 'leak'; "
                                          "got window='leaky'"):
         simulate(p, th0, eta=0.1, window="leaky", **kw)

@@ -149,6 +149,9 @@ def _check_common(problem, theta0, n, k, eta, horizon, replicas, init, refresh, 
                              f"examples, re-encoded at every step); got init={init!r}")
         if n == k:
             raise ValueError(f"window={window!r} needs a window: k < n; got k = n = {n}")
+    if window != "time" and tau is not None:
+        raise ValueError(f"tau is the staleness of window='time' and means nothing with "
+                         f"window={window!r}; got tau={tau!r} (pass tau=None, or window='time')")
     if window == "time":
         tau = horizon / 4 if tau is None else check_positive("tau", tau)
         lag = max(1, math.ceil(tau / eta - 1e-9))
