@@ -189,7 +189,13 @@ def trend_sentences(chosen: list[dict]) -> list[str]:
             "(`mowtheory train --model cwae --dataset digits --k 1 --balanced --epochs 2 "
             "--n N`), n = 8 (gain 8, staleness 7) trained normally while n = 16 already ran "
             "away, and a learning rate of 1e-4 did not prevent it within 8 epochs: the "
-            "theorem's limit (step size → 0) is not reached at practical learning rates.")
+            "theorem's limit (step size → 0) is not reached at practical learning rates. "
+            "This reading is only partly supported: `experiments/balanced_stability.py` "
+            "(`experiments/results/balanced_stability.md`) linearises the mean SGD recursion "
+            "with its window lag on a 1-D toy problem and finds a delay instability of balanced "
+            "MoW from n = 16, but through a delayed *restoring* pull (not a repulsion along the "
+            "drift), with a threshold η*·(n−k)/k ≈ 2, i.e. η* ∝ 1/n; Adam, which these runs "
+            "use, is not covered by it.")
     return out
 
 
