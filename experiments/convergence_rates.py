@@ -68,18 +68,25 @@ def build_specs(quick: bool) -> list:
                                       ("mmd-gaussian", 8, 1), ("scalar", 8, 1), ("scalar", 64, 1)}
             S.append(spec("nk", problem, n, k, quick=quick, plot=plot, sme=sme, **extra))
     for n, k in ((8, 1), (64, 1)):
+        # n = 64: a prior-initialised window is far from the encodings for the first n - k
+        # steps; the eta ladder of n = 8 is pre-asymptotic there (weak order 0.66, a resolved
+        # bias floor), a 4x smaller one is not
+        scale = 0.25 if n == 64 else 1.0
         for init, refresh in (("encode", "pre"), ("prior", "post"), ("prior", "pre")):
             S.append(spec("policy", "linear-gaussian", n, k, quick=quick, init=init,
-                          refresh=refresh, replicas=2048 if n == 8 else 1024))
+                          refresh=refresh, replicas=2048 if n == 8 else 1024, eta_scale=scale))
     for reduction, balanced in (("mean", False), ("sqrt_mean", False), ("sum", True),
                                 ("mean", True), ("sqrt_mean", True)):
         S.append(spec("reduction", "linear-gaussian", 8, 4, quick=quick, reduction=reduction,
                       balanced=balanced, compare_theorem=True))
     S.append(spec("reduction", "linear-gaussian", 64, 1, quick=quick, reduction="sqrt_mean",
                   compare_theorem=True))
+    # balanced n = 64: the F drift is n/k times larger and the window 63 steps long, so the
+    # expansion needs eta (n/k)(n-k)/k << 1; at eta = 0.0025 ... 0.0003125 (10 ... 1.3) the
+    # Richardson bias verdict still sees a floor, 4x smaller steps are asymptotic
     S.append(spec("reduction", "linear-gaussian", 64, 1, quick=quick, balanced=True,
-                  etas=(0.0025, 0.00125, 0.000625, 0.0003125), horizon=0.25, replicas=512,
-                  compare_theorem=True))
+                  etas=(0.000625, 0.0003125, 0.00015625, 0.000078125), horizon=0.25,
+                  replicas=512, compare_theorem=True))
     pw_etas = (0.1, 0.05, 0.025, 0.0125, 0.00625)
     S.append(spec("fault", "position-weighted", 4, 1, quick=quick, replicas=4096, etas=pw_etas))
     S.append(spec("fault", "position-weighted", 4, 1, quick=quick, params={"symmetrize": True},
@@ -224,7 +231,8 @@ def write_report(results, path, quick, wall):
     L += ["## Summary", "",
           f"- Theorem 1 (sum reduction; every (n, k), problem, init and refresh policy run): "
           f"**{n_follow} of {len(thm)}** studies have both orders in band (strong 0.5 ± 0.3, "
-          f"weak 1 ± 0.3)" + (f"; not in band or inconclusive: {'; '.join(bad)} (see below)."
+          f"weak 1 ± 0.3) and no bias floor (Richardson extrapolation of the weak error to "
+          f"eta -> 0 within its Bonferroni noise band)" + (f"; not in band or inconclusive: {'; '.join(bad)} (see below)."
                               if bad else "."),
           f"- Wrong ODE S' = -grad C rejected in **{sum(wrong)} of {len(wrong)}** studies "
           "(its error does not fall with eta and is >= 10x the right one at the smallest eta).",

@@ -174,3 +174,65 @@ def test_flipped_sign_is_rejected(monkeypatch):
     st = run_study("mmd-gaussian", etas=[0.04, 0.02, 0.01], replicas=256, bootstrap=50)
     assert not follows_ode(st.verdicts), st.table()
     assert not _verdict(st, "weak")["passed"], st.table()
+
+
+def _planted_drift(monkeypatch, fault):
+    """Patch the simulator's step with a drift that is wrong by a fixed amount: ``"scale"``
+    (gradient 10 % too large) or ``"drop"`` (F sees n - 1 rows: the oldest window row is
+    dropped, so each fresh latent weighs 1/(n-1) instead of 1/n)."""
+    import importlib
+    sim = importlib.import_module("mowtheory.flow.simulate")
+    step = sim._mow_step
+
+    def faulty(problem, theta, window_z, x, prior, eta, reduction, balanced, window_x=None):
+        if fault == "drop":
+            window_z = window_z[..., 1:, :]
+        return step(problem, theta, window_z, x, prior, eta * (1.1 if fault == "scale" else 1.0),
+                    reduction, balanced, window_x=window_x)
+
+    if fault != "none":
+        monkeypatch.setattr(sim, "_mow_step", faulty)
+
+
+@pytest.mark.parametrize("problem, replicas", [("scalar", 1024),
+                                                ("mmd-gaussian", 512)])
+@pytest.mark.parametrize("fault", ["none", "scale", "drop"])
+def test_a_drift_wrong_by_ten_percent_is_rejected(monkeypatch, problem, replicas, fault):
+    """A fixed drift error of ~10 % keeps the fitted orders in band (the slope over all step
+    sizes hides a floor), but not the Richardson extrapolation of the weak error to eta -> 0.
+    The unpatched simulator ("none") passes the same verdict with the same settings."""
+    _planted_drift(monkeypatch, fault)
+    etas = [0.04, 0.02, 0.01, 0.005] if problem == "mmd-gaussian" else None
+    st = run_study(problem, etas=etas, replicas=replicas, bootstrap=50)
+    bias = _verdict(st, "weak error extrapolates")
+    b = st.to_json()["bias_at_zero"]
+    if fault == "none":
+        assert bias["passed"] and follows_ode(st.verdicts), st.verdicts
+        assert b["z_max"] < 0.7 * b["z_crit"], b
+    else:
+        assert not bias["passed"] and not follows_ode(st.verdicts), st.verdicts
+        assert b["z_max"] > 1.3 * b["z_crit"], b
+
+
+def test_extrapolated_bias_recovers_a_planted_floor_exactly():
+    """On synthetic runs m_eta(t) = b(t) + eta e(t) (no noise but one replica offset), the
+    Richardson extrapolation returns b."""
+    from mowtheory.flow import SimulationResult, extrapolated_bias
+    t = np.linspace(0, 1, 9)
+    ref = lambda times: np.stack([np.sin(times), np.cos(times)], -1)   # noqa: E731
+    b = np.stack([0.1 * t, -0.05 * t ** 2], -1)
+    e = np.stack([np.ones_like(t), t], -1)
+
+    def run(eta):
+        mean = ref(t) + b + eta * e
+        spread = np.array([[1.0, -1.0]]).T[:, :, None] * 1e-3 * np.minimum(t, 1)[None, :, None]
+        thetas = torch.from_numpy(mean[None] + spread)                  # (2, J, P), mean exact
+        return SimulationResult(eta=eta, steps=int(1 / eta), times=t, thetas=thetas, stable=True,
+                                diverged=0, diverged_at=None, paths=thetas[:1],
+                                path_times=t, wall=0.0, config={})
+
+    bias = extrapolated_bias([run(0.02), run(0.01), run(0.04)], ref)
+    assert bias.etas == (0.01, 0.02)
+    assert abs(bias.sup - np.linalg.norm(b, axis=-1).max()) < 1e-12
+    assert bias.z_max > bias.z_crit                                    # the floor is a bias
+    assert extrapolated_bias([run(0.01)], ref) is None                 # one run: no verdict

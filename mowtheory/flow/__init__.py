@@ -10,8 +10,9 @@ Typical use::
 or ``mowtheory flow`` on the command line (:mod:`mowtheory.flow.cli`).
 """
 from .problems import PROBLEMS, Problem, get_problem, names
-from .rates import (EtaErrors, Order, errors, fault_verdicts, fit_order, fitted_order,
-                    follows_ode, order_verdict, wrong_ode_verdict)
+from .rates import (Bias, EtaErrors, Order, bias_verdict, errors, extrapolated_bias,
+                    fault_verdicts, fit_order, fitted_order, follows_ode, order_verdict,
+                    wrong_ode_verdict)
 from .reference import ReferenceSolution, drift, drift_jacobian, effective_cost, solve_reference
 from .simulate import WINDOW_MODES, Draws, SimulationResult, mow_gradient, simulate, simulate_loop
 from .sme import check_sme, noise_covariances, predict_covariance
@@ -19,8 +20,9 @@ from .study import Study, run_study
 
 __all__ = [
     "PROBLEMS", "Problem", "get_problem", "names",
-    "EtaErrors", "Order", "errors", "fault_verdicts", "fit_order", "fitted_order",
-    "follows_ode", "order_verdict", "wrong_ode_verdict",
+    "Bias", "EtaErrors", "Order", "bias_verdict", "errors", "extrapolated_bias",
+    "fault_verdicts", "fit_order", "fitted_order", "follows_ode", "order_verdict",
+    "wrong_ode_verdict",
     "ReferenceSolution", "drift", "drift_jacobian", "effective_cost", "solve_reference",
     "WINDOW_MODES", "Draws", "SimulationResult", "mow_gradient", "simulate", "simulate_loop",
     "check_sme", "noise_covariances", "predict_covariance",

@@ -19,7 +19,8 @@ import torch
 
 from .._validate import check_int, check_positive
 from .problems import get_problem
-from .rates import errors, fitted_order, order_verdict, wrong_ode_verdict
+from .rates import (bias_verdict, errors, extrapolated_bias, fitted_order, order_verdict,
+                    wrong_ode_verdict)
 from .reference import ReferenceSolution, solve_reference
 from .simulate import _check_common, simulate
 
@@ -141,7 +142,9 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
         if bar is not None:
             bar.close()
     orders = {"strong": fitted_order(rows, "strong"), "weak": fitted_order(rows, "weak")}
-    verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak")]
+    bias = extrapolated_bias(sims, ref)
+    verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak"),
+                bias_verdict(bias)]
     if k < n:
         verdicts.append(wrong_ode_verdict(rows))
     plain = (int, float, str, bool, list, tuple, type(None))
@@ -153,4 +156,5 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
                   theta0=[float(v) for v in theta0])
     return Study(config=config, etas=etas, rows=rows, orders=orders, verdicts=verdicts,
                  ref=ref, wrong=wrong, sims=sims if keep_sims else [],
-                 wall=time.perf_counter() - t0, problem=prob)
+                 wall=time.perf_counter() - t0, problem=prob,
+                 extra={"bias_at_zero": None if bias is None else bias.to_json()})
