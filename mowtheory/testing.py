@@ -165,14 +165,25 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
     return diff
 
 
-def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-8):
+def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):
     """A hypothesis ``RuleBasedStateMachine`` class driving ``LatentWindow(n, k, dim)``
     (float64) against a list model: after every push the window holds the ``n - k`` newest
     rows, oldest first, detached. With ``cost`` (a ``BatchCost`` with split support), its
-    incrementally updated cache must also match a cache computed from scratch, and the split
-    value must match the full one. Use as ``TestX = window_machine(8, 3, 2).TestCase``."""
+    incrementally updated cache must also match a cache computed from scratch (sums and
+    key), and the split value with that cache, ``cost.split(window, Z, y, cache=cache)``,
+    must match the full one, ``cost(cat([window, Z]), y)``, for fixed fresh rows ``Z``
+    ``(k, dim)`` and (costs with ``needs_prior``) a fixed prior sample ``y`` ``(n, dim)``, both
+    drawn once from ``torch.Generator().manual_seed(0)``. Values agree within
+    ``atol * (1 + |reference|)`` (the registered costs, with rows bounded by 3, agree to
+    1e-14 after slides of up to ``ceil((n - k) / k)`` incremental updates).
+    Use as ``TestX = window_machine(8, 3, 2).TestCase``."""
     rows = st.lists(st.lists(st.floats(-_BOUND, _BOUND, allow_nan=False, width=64),
                              min_size=dim, max_size=dim), min_size=k, max_size=k)
+    if cost is not None:   # the fresh rows (and prior sample) the split value is checked at
+        g = torch.Generator().manual_seed(0)
+        fresh_z = torch.randn(k, dim, generator=g, dtype=torch.float64)
+        prior_y = (torch.randn(n, dim, generator=g, dtype=torch.float64)
+                   if cost.needs_prior else None)
 
     class WindowMachine(RuleBasedStateMachine):
         def __init__(self):
@@ -218,5 +229,17 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-8):
             for a, b in zip(self.cache[:2], fresh_cache[:2]):
                 assert abs(float(a) - float(b)) <= atol * (1 + abs(float(b))), \
                     f"incremental cache {float(a)} != recomputed {float(b)}"
+            assert self.cache.key == fresh_cache.key, \
+                f"incremental cache key {self.cache.key} != recomputed {fresh_cache.key}"
+
+        @invariant()
+        def split_matches_full(self):
+            if cost is None or not self.window.is_full:
+                return
+            H = self.window.buffer
+            got = float(cost.split(H, fresh_z, prior_y, cache=self.cache))
+            want = float(cost(torch.cat([H, fresh_z]), prior_y))
+            assert abs(got - want) <= atol * (1 + abs(want)), \
+                f"split value {got!r} with the window's cache != full value {want!r}"
 
     return WindowMachine

@@ -13,11 +13,13 @@ against an independent computation of the corrected line:
 
 - the value of ``total`` and its gradients with respect to W and V agree (to 1e-10);
 - no gradient reaches W_old (the window is frozen);
-- Algorithm 1's literal line (G terms only) has a different value and W-gradient.
+- Algorithm 1's literal line (G terms only) has a different value and W-gradient;
+- with ``reduction="mean", balanced=True`` the total is (n/k)·F + mean G (to 1e-10).
 
 Two batch costs: a plain callable F = |z̄|² + ‖Ŝ − I‖²_F (the linear-gaussian F), and the
 library's registered ``"cwae"`` cost (split evaluation against the frozen window) compared with
-log cw(z) written independently from the formula in DESIGN.md.
+log cw(z) written independently from the formula in DESIGN.md. A ``"cwae"`` cost that cannot be
+obtained from ``mowtheory.costs.get`` fails the check (it is not silently left out).
 """
 from __future__ import annotations
 
@@ -103,14 +105,14 @@ def _case(loss_fn, F_lib, F_ref, seed: int):
         bool(torch.allclose(gV, cV, rtol=TOL, atol=TOL * scale))
     frozen_ok = gOld is None or bool((gOld == 0).all())
     lit_differs = abs(float(lit) - float(corr)) > 1e-6 and not bool(torch.allclose(lW, cW))
-    # informational: balanced + mean
+    # balanced + mean: (n/k) F + mean G (part of the verdict)
     try:
         tb = _call(loss_fn, F_lib, encode(W, x_new), encode(W_old, x_old), G_of(W, V, x_new),
                    n=N, k=K, reduction="mean", balanced=True)
         ref_b = (N / K) * F_ref(torch.cat([encode(W_old, x_old), encode(W, x_new)])) + G_of(W, V, x_new).mean()
         tb, ref_b = tb.detach(), ref_b.detach()
         bal = abs(float(tb) - float(ref_b)) <= TOL * max(1.0, abs(float(ref_b)))
-    except Exception as e:  # noqa: BLE001 - informational only
+    except Exception as e:  # noqa: BLE001 - reported as evidence, and a failure
         bal = f"{type(e).__name__}: {e}"
     return {"value": float(total), "corrected": float(corr), "literal": float(lit),
             "value_ok": value_ok, "grad_ok": grad_ok, "frozen_ok": frozen_ok,
@@ -138,9 +140,10 @@ def check_errata_algorithm_cost(*, loss_fn: Optional[Callable] = None, seeds=(0,
     try:
         from mowtheory.costs import get as get_cost
         cases.append(("library 'cwae' (split evaluation)", get_cost("cwae"), log_cw_reference))
-    except Exception as e:  # noqa: BLE001 - the library cost is optional here
-        cw_note = f"library 'cwae' cost not available ({type(e).__name__}: {e}); not compared"
-    lines, ok, first_bad = [], True, None
+    except Exception as e:  # noqa: BLE001 - reported as evidence, and a failure
+        cw_note = (f"library 'cwae' cost not available from mowtheory.costs.get "
+                   f"({type(e).__name__}: {e}); its split evaluation could not be compared")
+    lines, ok, first_bad = [], not cw_note, cw_note or None
     for name, F_lib, F_ref in cases:
         for seed in seeds:
             try:
@@ -150,12 +153,15 @@ def check_errata_algorithm_cost(*, loss_fn: Optional[Callable] = None, seeds=(0,
                 lines.append(f"  {name}, seed {seed}: {type(e).__name__}: {e}")
                 first_bad = first_bad or f"{name}, seed {seed}: {type(e).__name__}: {e}"
                 continue
-            good = r["value_ok"] and r["grad_ok"] and r["frozen_ok"] and r["literal_differs"]
+            bal = r["balanced_mean_ok"] is True      # a string: the balanced call raised
+            good = (r["value_ok"] and r["grad_ok"] and r["frozen_ok"] and r["literal_differs"]
+                    and bal)
             ok &= good
             if not good and first_bad is None:
                 what = [w for w, b in (("value", r["value_ok"]), ("gradient", r["grad_ok"]),
                                        ("window frozen", r["frozen_ok"]),
-                                       ("literal line differs", r["literal_differs"])) if not b]
+                                       ("literal line differs", r["literal_differs"]),
+                                       ("balanced+mean = (n/k)F + mean G", bal)) if not b]
                 first_bad = f"{name}, seed {seed}: fails {', '.join(what)}"
             lines.append(
                 f"  {name}, seed {seed}: total {r['value']:.12g} vs corrected line {r['corrected']:.12g} "
@@ -165,8 +171,9 @@ def check_errata_algorithm_cost(*, loss_fn: Optional[Callable] = None, seeds=(0,
     src = "mowtheory.mow.mow_loss" if getattr(loss_fn, "__module__", "") == "mowtheory.mow" else \
         getattr(loss_fn, "__name__", repr(loss_fn))
     ncase = len(cases) * len(seeds)
-    head = (f"{src} equals the corrected line in value and gradient with the window frozen, and "
-            f"Algorithm 1's literal line differs, in all {ncase} cases (n={N}, k={K}, D={D})" if ok else
+    head = (f"{src} equals the corrected line in value and gradient with the window frozen "
+            f"(and balanced+mean is (n/k)F + mean G), and Algorithm 1's literal line differs, "
+            f"in all {ncase} cases (n={N}, k={K}, D={D})" if ok else
             f"{src} FAILED: {first_bad}")
     evidence = "\n".join([
         head,

@@ -162,8 +162,16 @@ def test_pullaway_double_loop(zy):
 
 
 # --------------------------------------------------------------- GeomLoss and POT
-geomloss = pytest.importorskip("geomloss")
-ot = pytest.importorskip("ot")
+# Optional packages: only the tests below that compare against them are skipped without them
+# (the double-loop references above always run).
+@pytest.fixture
+def geomloss():
+    return pytest.importorskip("geomloss")
+
+
+@pytest.fixture
+def ot():
+    return pytest.importorskip("ot")
 
 
 def _normal_pair(seed, n, m, d):
@@ -173,7 +181,7 @@ def _normal_pair(seed, n, m, d):
 
 
 @pytest.mark.parametrize("seed,n,m,d", [(0, 7, 7, 3), (1, 5, 9, 2), (2, 12, 6, 6)])
-def test_gmmn_vs_geomloss_gaussian(seed, n, m, d):
+def test_gmmn_vs_geomloss_gaussian(geomloss, seed, n, m, d):
     z, y = _normal_pair(seed, n, m, d)
     bandwidths = (1.0, 2.0, 4.0, 8.0, 16.0)
     # SamplesLoss("gaussian", blur=s) = 1/2 * [V-statistic MMD^2 with exp(-|a-b|^2 / (2 s^2))]
@@ -184,7 +192,7 @@ def test_gmmn_vs_geomloss_gaussian(seed, n, m, d):
 
 
 @pytest.mark.parametrize("seed,n,m,d", [(0, 7, 7, 3), (1, 5, 9, 2), (2, 12, 6, 6)])
-def test_energy_vs_geomloss(seed, n, m, d):
+def test_energy_vs_geomloss(geomloss, seed, n, m, d):
     z, y = _normal_pair(seed, n, m, d)
     # SamplesLoss("energy") = 1/2 * sum a_i a_j (-d_ij) + 1/2 * sum b b (-d) - sum a b (-d),
     # i.e. 1/2 * energy distance, except that GeomLoss clamps d^2 >= 1e-8, so each diagonal
@@ -196,7 +204,7 @@ def test_energy_vs_geomloss(seed, n, m, d):
 
 
 @pytest.mark.parametrize("seed,n,m,d", [(0, 7, 7, 3), (1, 5, 9, 2), (2, 12, 6, 6)])
-def test_mmd_imq_vs_geomloss_custom_kernel(seed, n, m, d):
+def test_mmd_imq_vs_geomloss_custom_kernel(geomloss, seed, n, m, d):
     z, y = _normal_pair(seed, n, m, d)
     scales = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -221,7 +229,7 @@ def test_mmd_imq_vs_geomloss_custom_kernel(seed, n, m, d):
 
 
 @pytest.mark.parametrize("seed,n,d,L", [(0, 7, 3, 5), (1, 11, 2, 20), (2, 6, 6, 1)])
-def test_sliced_wasserstein_vs_pot(seed, n, d, L):
+def test_sliced_wasserstein_vs_pot(ot, seed, n, d, L):
     z, y = _normal_pair(seed, n, n, d)
     dirs = C.random_directions(L, d, generator=torch.Generator().manual_seed(seed + 10),
                                dtype=torch.float64)

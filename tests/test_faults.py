@@ -46,47 +46,123 @@ def _rows(out):
 
 
 # ------------------------------------------------------------------------------ atomic writes
+# One process imports torch once (1-2 s) and says "ready"; on "write BASE" it forks a writer
+# that saves versions BASE+1, BASE+2, ... in a loop, saying "start V" before and "done V" after
+# each save_checkpoint; on "reap PID" it waits for that (killed) writer and says "reaped". The
+# writer's lines precede "reaped" in the pipe: the test sees every write it started or finished.
+PAYLOAD = 3_000_000                    # float64, 24 MB: a save takes ~40 ms here
 WRITER = textwrap.dedent("""
-    import sys, torch
+    import os, sys
+    import torch
     from mowtheory.train.checkpoint import save_checkpoint
-    path = sys.argv[1]
-    big = torch.arange(3_000_000, dtype=torch.float64)        # ~24 MB: writes take a while
-    i = 0
-    while True:
-        i += 1
-        save_checkpoint(path, {"format": 1, "version": i, "payload": big + i, "check": i})
-        print(i, flush=True)
+    path, size = sys.argv[1], int(sys.argv[2])
+    payload = torch.arange(size, dtype=torch.float64)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd, arg = line.split()
+        if cmd == "reap":
+            os.waitpid(int(arg), 0)
+            print("reaped", flush=True)
+            continue
+        pid = os.fork()
+        if pid == 0:                                   # the writer, until it is killed
+            try:
+                print("pid", os.getpid(), flush=True)
+                v = int(arg)
+                while True:
+                    v += 1
+                    payload[0], payload[-1] = v, size - 1 + v
+                    print("start", v, flush=True)
+                    save_checkpoint(path, {"format": 1, "version": v, "payload": payload,
+                                           "check": v})
+                    print("done", v, flush=True)
+            finally:
+                os._exit(1)
 """)
+
+
+def _payload_is_version(state, v):
+    p = state["payload"]
+    return (state["check"] == v and p.shape == (PAYLOAD,) and float(p[0]) == v
+            and float(p[-1]) == PAYLOAD - 1 + v and float(p[PAYLOAD // 2]) == PAYLOAD // 2)
 
 
 @pytest.mark.timeout(120)
 def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
+    """A writer SIGKILLed at random moments, mostly mid-write, always leaves a checkpoint that
+    loads and is the last completed version (or the one being written, when the kill came
+    after its rename); the only debris is temporary files, which remove_stale_temporaries
+    clears. Written straight to checkpoint.pt instead (no temporary file and rename), the
+    first kill leaves a truncated file that does not load."""
     from mowtheory.train import checkpoint as ckpt
     path = tmp_path / "checkpoint.pt"
+    first = torch.arange(PAYLOAD, dtype=torch.float64)                     # version 0
+    ckpt.save_checkpoint(path, {"format": 1, "version": 0, "payload": first, "check": 0})
+    server = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(PAYLOAD)], env=ENV,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def say(line):
+        server.stdin.write(line + "\n")
+        server.stdin.flush()
+
+    def hear():
+        line = server.stdout.readline()
+        assert line, f"the writer process died (status {server.poll()})"
+        return line.split()
+
     rng = random.Random(0)
-    seen = set()
-    for trial in range(8):
-        p = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=ENV,
-                             stdout=subprocess.PIPE, text=True)
-        if trial == 0 or not path.exists():
-            p.stdout.readline()                       # a first version exists
-        time.sleep(rng.uniform(0.0, 0.4))             # then kill at a random moment
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        p.stdout.close()
-        state = ckpt.load_checkpoint(path)            # never raises: always a whole file
-        v = state["version"]
-        assert state["check"] == v and float(state["payload"][0]) == v
-        assert float(state["payload"][-1]) == 3_000_000 - 1 + v
-        seen.add(v)
-    # the only leftovers are temporary files, never a half-written checkpoint.pt; the trainer
-    # removes them when it starts (remove_stale_temporaries)
-    for f in tmp_path.iterdir():
-        assert f.name == "checkpoint.pt" or (f.name.startswith(".checkpoint.pt.")
-                                            and f.name.endswith(".tmp")), f.name
-    ckpt.remove_stale_temporaries(path)
-    assert [f.name for f in tmp_path.iterdir()] == ["checkpoint.pt"]
-    assert seen
+    trials, on_disk, seen, mid_write, with_temporaries = 12, 0, {0}, 0, 0
+    writer = None                                     # a writer not yet killed
+    try:
+        assert hear() == ["ready"]
+        for trial in range(1, trials + 1):
+            say(f"write {1000 * trial}")              # versions 1000 * trial + 1, + 2, ...
+            tag, pid = hear()
+            assert tag == "pid"
+            writer = int(pid)
+            time.sleep(rng.uniform(0.02, 0.2))        # kill at a random moment: ~0-5 saves
+            os.kill(writer, signal.SIGKILL)
+            writer = None
+            say(f"reap {pid}")
+            events = list(iter(hear, ["reaped"]))
+            started = [int(v) for e, v in events if e == "start"]
+            done = [int(v) for e, v in events if e == "done"]
+            assert started[:len(done)] == done and len(started) - len(done) <= 1, events
+            if done:
+                on_disk = done[-1]
+            allowed = {on_disk}
+            if len(started) > len(done):              # killed between "start" and "done"
+                mid_write += 1
+                allowed.add(started[-1])
+            state = ckpt.load_checkpoint(path)        # never raises: always a whole file
+            v = state["version"]
+            assert v in allowed and _payload_is_version(state, v), (v, allowed, events)
+            on_disk = v
+            seen.add(v)
+            # the only leftovers are temporary files, never a half-written checkpoint.pt;
+            # the trainer removes them when it starts (remove_stale_temporaries)
+            names = sorted(f.name for f in tmp_path.iterdir())
+            temporaries = [n for n in names if n != "checkpoint.pt"]
+            for name in temporaries:
+                assert name.startswith(".checkpoint.pt.") and name.endswith(".tmp"), names
+            with_temporaries += bool(temporaries)
+            ckpt.remove_stale_temporaries(path)
+            assert [f.name for f in tmp_path.iterdir()] == ["checkpoint.pt"]
+    finally:
+        if writer is not None:
+            os.kill(writer, signal.SIGKILL)
+        server.stdin.close()                          # the server exits at end of input
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+    # the kills did land mid-write: a save was under way (nearly all of the writer's time; a
+    # temporary file exists for ~60% of it: torch.save and fsync, then the rename, which frees
+    # the old 24 MB, and the directory fsync), and several completed versions were read back
+    assert mid_write >= trials // 2 and with_temporaries >= 1, (mid_write, with_temporaries)
+    assert len(seen) > trials // 3, seen
 
 
 # ------------------------------------------------------------------------------ kill + resume

@@ -206,25 +206,65 @@ class _Replay(Draws):
         return self.steps_[self.i - 1], None
 
 
-def test_simulator_takes_predrawn_randomness():
+def _mow_by_hand(th0, init_x, xs, *, n, k, eta, beta, refresh="post", reduction="sum",
+                 balanced=False, lag=None):
+    """One replica of MoW_k(n) on the scalar problem, written from its definition: z = theta x,
+    F = ((1/n) sum_i z_i^2 - 1)^2 on the window rows then the k fresh ones,
+    G = beta (x - theta x)^2, cost = (n/k if balanced else 1) F + red_j G_j, one plain gradient
+    step. The window is a list, oldest first: latents pushed after the update ("post",
+    re-encoded at the new theta) or before it ("pre", the latents the cost used); with ``lag``
+    (window="time") it holds the n-k newest examples, encoded at a snapshot of theta taken
+    after every ``lag``-th step. Returns theta after every step, (steps + 1, 1)."""
+    def F(z):
+        return ((z ** 2).sum() / z.shape[0] - 1.0) ** 2
+
+    th, win, snap, out = th0.clone(), list(th0 * init_x), th0.clone(), [th0.clone()]
+    if lag is not None:
+        win = list(init_x)                                 # examples, not latents
+    for s, x in enumerate(xs):
+        t = th.clone().requires_grad_(True)
+        frozen = torch.stack(win) if lag is None else snap * torch.stack(win)
+        G = beta * (x - t * x).pow(2).sum(-1)              # (k,)
+        red = G.sum() if reduction == "sum" else G.mean()
+        cost = (n / k if balanced else 1.0) * F(torch.cat([frozen.detach(), t * x])) + red
+        (grad,) = torch.autograd.grad(cost, t)
+        new = th - eta * grad
+        if lag is not None:
+            win = (win + list(x))[-(n - k):]
+            if (s + 1) % lag == 0:
+                snap = new.clone()
+        else:
+            win = (win + list((th if refresh == "pre" else new) * x))[-(n - k):]
+        th = new
+        out.append(th.clone())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("n,k,kw", [
+    (4, 1, {}),
+    (5, 2, dict(refresh="pre")),
+    (5, 2, dict(reduction="mean", balanced=True)),
+    (5, 2, dict(window="time", tau=0.025)),               # snapshot every ceil(2.5) = 3 steps
+])
+def test_simulator_takes_predrawn_randomness(n, k, kw):
+    """simulate, fed pre-drawn examples, follows the by-hand MoW recursion of every replica
+    (refresh "pre", balanced "mean" and window "time" included) to 1e-12."""
     p = get_problem("scalar")
-    th0 = p.theta0(_gen(0))
+    th0, eta, steps = p.theta0(_gen(0)), 0.01, 12
     g = _gen(4)
-    init = p.sample_data((2, 3), g)
-    xs = [p.sample_data((2, 1), g) for _ in range(10)]
-    a = simulate(p, th0, n=4, k=1, eta=0.01, horizon=0.1, replicas=2, generator=_gen(0),
-                 draws=_Replay(init, xs), record=10)
-    # by hand: plain gradient descent on the MoW cost, window pushed after the update
+    init = p.sample_data((2, n - k), g)
+    xs = [p.sample_data((2, k), g) for _ in range(steps)]
+    a = simulate(p, th0, n=n, k=k, eta=eta, horizon=steps * eta, replicas=2, generator=_gen(0),
+                 draws=_Replay(init, xs), record=steps, **kw)
+    hand = dict(n=n, k=k, eta=eta, beta=p.beta)
+    lag = math.ceil(kw["tau"] / eta) if "tau" in kw else None
+    opts = {key: v for key, v in kw.items() if key not in ("window", "tau")}
     for r in range(2):
-        th, win = th0.clone(), list(p.encode(th0, init[r]))
-        for s in range(10):
-            t = th.clone().requires_grad_(True)
-            z = p.encode(t, xs[s][r])
-            cost = p.batch_cost(torch.cat([torch.stack(win).detach(), z])) + p.per_example(t, xs[s][r]).sum()
-            (gr,) = torch.autograd.grad(cost, t)
-            th = th - 0.01 * gr
-            win = win[1:] + [p.encode(th, xs[s][r])[0].detach()]
-            assert torch.allclose(a.thetas[r, s + 1], th, atol=1e-13)
+        want = _mow_by_hand(th0, init[r], [x[r] for x in xs], lag=lag, **opts, **hand)
+        assert torch.allclose(a.thetas[r], want, rtol=0, atol=1e-12), (r, a.thetas[r], want)
+        if kw:     # the option matters here: the plain recursion is measurably elsewhere
+            plain = _mow_by_hand(th0, init[r], [x[r] for x in xs], **hand)
+            assert (want - plain).abs().max() > 1e-6
 
 
 def test_leak_gradient_flows_through_every_window_latent():

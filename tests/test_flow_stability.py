@@ -41,12 +41,17 @@ def _growth_rate(n, eta, steps, d0=1e-9):
 @pytest.mark.parametrize("n,factor", [(4, 0.8), (4, 1.1), (16, 0.8), (16, 1.2)])
 def test_spectral_radius_is_the_growth_rate_of_the_mean_recursion(n, factor):
     """(a) rho of the companion matrix = per-step growth of the nonlinear mean map, iterated
-    from a 1e-9 perturbation of theta* (window encoded at theta_0)."""
+    from a 1e-9 perturbation of theta* (window encoded at theta_0). The agreement is measured
+    against |1 - rho| (the distance to the threshold, 0.008 to 0.14 here): observed within
+    0.9% of it and below 8e-5; a window one latent short (lag blocks of n - 1) is off by
+    2e-3 to 5e-3 and fails."""
     A = lag_blocks(PROBLEM, THETA_STAR, n=n, k=1, balanced=True)
     eta = factor * critical_eta(A)
     rho = spectral_radius(A, eta)
     steps = min(600, int(math.log(1e4) / abs(math.log(rho))))   # stay linear, above rounding
-    assert abs(_growth_rate(n, eta, steps) - rho) < 0.01, (rho, steps)
+    g = _growth_rate(n, eta, steps)
+    assert (g < 1) == (rho < 1) == (factor < 1), (g, rho, factor)
+    assert abs(g - rho) < min(1e-3, 0.1 * abs(1 - rho)), (g, rho, steps)
 
 
 def test_companion_of_one_block_is_gradient_descent():
@@ -67,15 +72,18 @@ def _runaway(n, eta, replicas=32):
 
 def test_predicted_threshold_brackets_the_simulated_onset():
     """(b) balanced k=1, n=32: the simulator stays bounded at 0.5 eta* and runs away at
-    2 eta*, a step size the lag-free prediction calls stable (2 eta* < 0.7 eta*_nolag).
+    1.5 eta*, a step size the lag-free prediction calls stable (1.5 eta* < 0.5 eta*_nolag).
     (At n <= 16 the batch-1 noise of G makes replicas run away below eta*: see
-    experiments/results/balanced_stability.md.)"""
+    experiments/results/balanced_stability.md.) The bracket is not tighter because of that
+    noise at n = 32 too: over generator seeds 1-8, 1.5 eta* (and 1.25 eta*) ran away with every
+    seed, but 0.7 eta* with 3 of 8 (seed 1, used here, among them), and even 0.5 eta* with one
+    (seed 2, one replica of 32)."""
     n = 32
     eta = critical_eta(lag_blocks(PROBLEM, THETA_STAR, n=n, k=1, balanced=True))
     nolag = critical_eta(lag_blocks(PROBLEM, THETA_STAR, n=n, k=1, balanced=True, lag=False))
-    assert 2.0 * eta < 0.7 * nolag
+    assert 1.5 * eta < 0.5 * nolag
     assert not _runaway(n, 0.5 * eta)
-    assert _runaway(n, 2.0 * eta)
+    assert _runaway(n, 1.5 * eta)
 
 
 def test_removing_the_lag_changes_the_threshold():

@@ -193,10 +193,44 @@ def test_errata_algorithm_cost_independent_of_library():
     assert check_errata_algorithm_cost(loss_fn=_correct).passed
 
 
+def _unbalanced(F, fresh, window, G, *, reduction="sum", balanced=False):
+    return _correct(F, fresh, window, G, reduction=reduction, balanced=False)
+
+
+def _balanced_by_window(F, fresh, window, G, *, reduction="sum", balanced=False):
+    """F scaled by (n-k)/k (the window's share) instead of n/k when balanced."""
+    parts = _correct(F, fresh, window, G, reduction=reduction, balanced=False)
+    if not balanced:
+        return parts
+    m, k = window.shape[0], fresh.shape[0]
+    return LP(m / k * parts.batch_cost + parts.per_example, parts.batch_cost, parts.per_example)
+
+
 @pytest.mark.parametrize("fault", [_literal_line, _undetached])
 def test_errata_algorithm_cost_fails_for_wrong_objectives(fault):
     r = check_errata_algorithm_cost(loss_fn=fault)
     assert not r.passed and "FAILED" in r.summary
+
+
+@pytest.mark.parametrize("fault", [_unbalanced, _balanced_by_window])
+def test_errata_algorithm_cost_fails_for_a_wrong_balanced_scaling(fault):
+    """The sum/unbalanced line is right; only balanced=True (with "mean") is wrong."""
+    r = check_errata_algorithm_cost(loss_fn=fault)
+    assert not r.passed
+    assert "FAILED" in r.summary and "fails balanced+mean" in r.summary, r.summary
+    assert "fails value" not in r.summary and "gradient" not in r.summary
+
+
+def test_errata_algorithm_cost_fails_without_the_library_cwae(monkeypatch):
+    import mowtheory.costs
+
+    def missing(name, **params):
+        raise ValueError(f"planted: no cost {name!r}")
+    monkeypatch.setattr(mowtheory.costs, "get", missing)
+    r = check_errata_algorithm_cost(loss_fn=_correct)
+    assert not r.passed
+    assert "FAILED" in r.summary and "'cwae' cost not available" in r.summary, r.summary
+    assert "planted: no cost 'cwae'" in r.evidence
 
 
 # ------------------------------------------------------------------------- engine sanity

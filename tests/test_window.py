@@ -1,7 +1,7 @@
 """LatentWindow: ring-buffer order, detachment, fixed memory, checkpoints, init policies."""
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis.stateful import run_state_machine_as_test
 from hypothesis import strategies as st
 
@@ -119,6 +119,38 @@ def test_window_machine(n, k):
                               settings=settings(max_examples=15, stateful_step_count=12, deadline=None))
 
 
+class _Planted:
+    """The registered cost ``name`` with some methods replaced (planted faults)."""
+
+    def __init__(self, name, **methods):
+        from mowtheory import costs
+        self._cost = costs.get(name)
+        self.__dict__.update(methods)
+
+    def __getattr__(self, item):
+        return getattr(self._cost, item)
+
+    def __call__(self, z, y=None):
+        return self._cost(z, y)
+
+
+def _run_until_caught(machine, match):
+    """The machine finds the planted fault: derandomized, so the same examples every run
+    (a random search missed a wrong window order in about 1 run of 20), and not shrunk."""
+    with pytest.raises(AssertionError, match=match):
+        run_state_machine_as_test(machine, settings=settings(
+            max_examples=30, stateful_step_count=8, deadline=None, database=None,
+            derandomize=True, phases=(Phase.explicit, Phase.generate)))
+
+
+def _without_cache_check(machine):
+    """The machine with its cache_matches invariant switched off (an undecorated override)."""
+    class SplitOnly(machine):
+        def cache_matches(self):
+            pass
+    return SplitOnly
+
+
 def test_window_machine_catches_a_wrong_order():
     """Planted fault: a window whose push keeps the oldest rows is caught by the machine."""
 
@@ -130,9 +162,7 @@ def test_window_machine_catches_a_wrong_order():
     original = testing_mod.LatentWindow
     testing_mod.LatentWindow = Stuck
     try:
-        with pytest.raises(AssertionError, match="!= model"):
-            run_state_machine_as_test(mt.window_machine(4, 1, 1), settings=settings(
-                max_examples=30, stateful_step_count=8, deadline=None, database=None))
+        _run_until_caught(mt.window_machine(4, 1, 1), "!= model")
     finally:
         testing_mod.LatentWindow = original
 
@@ -161,17 +191,35 @@ def test_window_machine_with_split_cache(name):
 
 
 def test_window_machine_catches_a_stale_cache():
-    """Planted fault: a cost whose cache is never updated is caught."""
+    """Planted fault: a cost whose cache is never updated is caught, both by the cache
+    comparison and, without it, by the split value computed with that cache."""
+    cost = _Planted("energy", update_cache=lambda cache, H, slots, new: cache)
+    _run_until_caught(mt.window_machine(5, 1, 2, cost=cost), "incremental cache")
+    _run_until_caught(_without_cache_check(mt.window_machine(5, 1, 2, cost=cost)),
+                      r"split value .* with the window's cache != full value")
+
+
+def test_window_machine_catches_a_split_that_misreads_its_cache():
+    """Planted fault: the cache is right but split counts its frozen pairs twice; only the
+    split-vs-full invariant can see it."""
     from mowtheory import costs
-    cost = costs.get("energy")
+    energy = costs.get("energy")
 
-    class Frozen:
-        def __getattr__(self, item):
-            return getattr(cost, item)
+    def split(H, Z, y=None, *, cache=None, constants=True):
+        if cache is not None:
+            cache = cache._replace(pair_sum=2 * cache.pair_sum)
+        return energy.split(H, Z, y, cache=cache, constants=constants)
+    _run_until_caught(mt.window_machine(5, 2, 2, cost=_Planted("energy", split=split)),
+                      r"split value .* with the window's cache != full value")
 
-        def update_cache(self, cache, H, slots, new):
-            return cache
 
-    with pytest.raises(AssertionError, match="incremental cache"):
-        run_state_machine_as_test(mt.window_machine(5, 1, 2, cost=Frozen()), settings=settings(
-            max_examples=30, stateful_step_count=8, deadline=None, database=None))
+def test_window_machine_catches_a_cache_that_loses_its_key():
+    """Planted fault: right sums, but the key is dropped (split would then ignore the cache and
+    recompute the frozen block every step)."""
+    from mowtheory import costs
+    cw = costs.get("cw")
+
+    def update_cache(cache, H, slots, new):
+        return cw.update_cache(cache, H, slots, new)._replace(key=None)
+    _run_until_caught(mt.window_machine(5, 1, 2, cost=_Planted("cw", update_cache=update_cache)),
+                      "incremental cache key")
