@@ -128,7 +128,7 @@ class Bias:
 
 
 def extrapolated_bias(sims: Sequence[SimulationResult], ref: ReferenceSolution, *,
-                      alpha: float = None) -> Optional[Bias]:
+                      alpha: Optional[float] = None) -> Optional[Bias]:
     """Richardson extrapolation to eta -> 0 of the mean error curves of the two smallest stable
     step sizes (module docstring), studentised entry by entry, at the times both runs recorded;
     None with fewer than two stable runs."""
