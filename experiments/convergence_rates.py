@@ -250,9 +250,12 @@ def write_report(results, path, quick, wall):
     L += ["", "![orders](convergence_orders.png)", ""]
     L += ["## Init and refresh policies (linear-gaussian)", "",
           "The paper encodes the initial window at theta_0 and re-encodes after the update "
-          "(`encode`/`post`); the authors' code fills it with N(0, I) draws and stores latents "
-          "from before the update (`prior`/`pre`). Both only perturb O(eta) (a prior window is "
-          "flushed after (n-k)/k steps; a `pre` latent is one step staler).", "",
+          "(`encode`/`post`); the authors' code fills it with N(0, I) draws (redrawn at the "
+          "start of every epoch of their training loop) and stores latents from before the "
+          "update (`prior`/`pre`). A flow study is one stream of fresh examples with no "
+          "epochs, so here `prior` is a single N(0, I) draw before the first step: the "
+          "authors' first epoch. Both only perturb O(eta) (a prior window is flushed after "
+          "(n-k)/k steps; a `pre` latent is one step staler).", "",
           "| n | k | init | refresh | replicas | strong order | weak order | weak local slopes | "
           "weak error at smallest eta | verdicts |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in by.get("policy", []):

@@ -230,7 +230,7 @@ def write_markdown(path: Path, results, chosen, *, datasets, lrs, reduction, lam
             f"{spec['eval_limit']} test examples" for ds, spec in datasets.items()) + ".",
         "",
         "The paper column: we do not have the paper's numbers at hand, so it holds the trend "
-        "the paper reports (DESIGN.md): k=1 rows have lower reconstruction error and much "
+        "the paper reports (docs/theory.md): k=1 rows have lower reconstruction error and much "
         "larger WAE/CW distance than standard training. No paper numbers are invented here.",
         "",
         "## Summary",
@@ -243,7 +243,7 @@ def write_markdown(path: Path, results, chosen, *, datasets, lrs, reduction, lam
         "optimisation, and the distances of the n=k=64 rows are those of barely trained "
         "encoders; the larger-distance half of the paper's trend needs longer runs than this "
         "CPU budget. The balanced k=1 row makes exactly as many steps as plain k=1 and "
-        "isolates the weighting (DESIGN.md, \"Reduction matters\"). One seed: treat "
+        "isolates the weighting (docs/theory.md, \"Reduction matters\"). One seed: treat "
         "differences of a few percent as noise.",
         "",
     ]

@@ -58,8 +58,11 @@ def check_latents(name: str, z, *, min_n: int = 1, min_d: int = 1, dim: int | No
     ``D == dim`` when given, and (``finite=True``) no NaN or infinity."""
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, D); got {type(z).__name__}")
-    if not z.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor (float32 or float64); got dtype {z.dtype}")
+    if z.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be a floating tensor of dtype float32 or float64; got "
+                        f"dtype {z.dtype}"
+                        + (" (half precision is refused: the costs' sums lose too much; cast "
+                           "with .float())" if z.is_floating_point() else ""))
     if (z.dim() != 2 and not batch_dims) or z.dim() < 2:
         shape = "(..., n, D)" if batch_dims else "(n, D)"
         raise ValueError(f"{name} must have shape {shape}; got shape {tuple(z.shape)}")

@@ -12,7 +12,6 @@ pay for sympy). The JSON file is a list of ``{id, claim, passed, evidence, secon
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -63,6 +62,8 @@ def run(args) -> int:
     Returns 0 if all passed, 1 otherwise. Raises ``ValueError`` for an unknown ``--only`` id."""
     import proofs_checks as pc
 
+    from ._io import atomic_write_json, check_output_file
+
     ids = pc.resolve_ids(args.only)           # ValueError with the valid ids
     width = shutil.get_terminal_size((120, 20)).columns
     if getattr(args, "list", False):
@@ -70,10 +71,11 @@ def run(args) -> int:
             mod = sys.modules[pc.CHECKS[i].__module__]
             print(f"{i}\n" + textwrap.indent(textwrap.fill(getattr(mod, "CLAIM", ""), max(40, width - 4)), "    "))
         return 0
-    if args.json:
+    if args.json:                            # checked before the checks run
         parent = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(parent):
             raise FileNotFoundError(f"--json: directory {parent!r} does not exist")
+        check_output_file("--json", args.json)
     results = []
     for i in ids:
         r = pc.run_check(i)
@@ -85,8 +87,6 @@ def run(args) -> int:
     total = sum(r.seconds for r in results)
     print(f"\n{len(results) - len(failed)}/{len(results)} checks passed in {total:.1f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump([r.to_dict() for r in results], fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
+        atomic_write_json(args.json, [r.to_dict() for r in results], indent=2)
         print(f"wrote {args.json}")
     return 1 if failed else 0

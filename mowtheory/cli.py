@@ -5,9 +5,15 @@ Each subcommand lives next to the code it drives and exposes two functions::
     register(subparsers) -> argparse.ArgumentParser   # adds its parser
     run(args) -> int                                   # exit status
 
-This module only assembles them and turns ``ValueError``/``FileNotFoundError`` raised for
-bad input, and ``ImportError`` for a missing optional dependency, into a one-line message on
+This module only assembles them and turns ``ValueError``/``OSError`` raised for
+bad input or I/O (a path, a full disk), and ``ImportError`` for a missing optional dependency, into a one-line message on
 stderr and exit status 2, without a traceback.
+
+Start-up cost: only the module of the subcommand being run is imported, and only once the
+command line names it; ``mowtheory --version``, ``mowtheory --help`` and errors in the
+top-level arguments (an unknown command) answer without importing torch. (A subcommand's own
+``--help`` costs what its ``register`` imports: ``check`` and ``train`` are light, ``flow``
+and ``bench`` list choices that their torch modules define.)
 """
 from __future__ import annotations
 
@@ -17,53 +23,67 @@ import sys
 
 from . import __version__
 
-# subcommand name -> module that provides register(subparsers) and run(args)
+# subcommand name -> (module that provides register(subparsers) and run(args), one-line help;
+# the help must equal the one the module registers: tests/test_package_face.py compares them)
 SUBCOMMANDS = {
-    "flow": "mowtheory.flow.cli",
-    "check": "mowtheory.checks_cli",
-    "train": "mowtheory.train.cli",
-    "bench": "mowtheory.bench",
+    "flow": ("mowtheory.flow.cli", "convergence-rate study of MoW against its gradient-flow ODE"),
+    "check": ("mowtheory.checks_cli",
+              "run the sympy/numeric proof checks of Theorem 1 and of the errata"),
+    "train": ("mowtheory.train.cli", "train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) "
+                                     "(or --method minibatch / gradcache)"),
+    "bench": ("mowtheory.bench", "performance benchmarks (ratios measured side by side)"),
 }
 
 
-def _available():
-    mods = {}
-    for name, modname in SUBCOMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:  # a subcommand whose module has not landed yet
-            if exc.name is not None and modname.startswith(exc.name):
-                continue
-            raise
-    return mods
+def _command(argv) -> str | None:
+    """The subcommand named on the command line (its first positional word), if any."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in SUBCOMMANDS else None
+    return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mowtheory`` parser. Every subcommand is listed with its one-line help; only
+    ``command`` (when given) gets its full parser, which imports its module. ``command="*"``
+    imports and registers them all."""
     parser = argparse.ArgumentParser(
         prog="mowtheory",
         description=(
             "MoW (one-element batch training by moving window): gradient-flow studies of its "
             "convergence theorem, proof checks, and autoencoder training."
         ),
+        epilog="Run 'mowtheory COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"mowtheory {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod in _available().items():
-        p = mod.register(sub)
-        p.set_defaults(_run=mod.run)
+    for name, (modname, help_text) in SUBCOMMANDS.items():
+        if command in (name, "*"):
+            mod = importlib.import_module(modname)
+            p = mod.register(sub)
+            p.set_defaults(_run=mod.run)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"mowtheory {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:     # OSError: a path, a full disk (one line)
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:
+            msg = f"{exc.strerror}: {exc.filename}"          # e.g. a read-only folder
+        else:
+            msg = " ".join(str(exc).split())
+        print(f"mowtheory {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except ImportError as exc:  # an optional dependency (e.g. the `data` extra) is missing
         print(f"mowtheory {args.command}: error: {exc}", file=sys.stderr)

@@ -65,7 +65,7 @@ import torch
 import torch.distributed as dist
 
 from ._validate import check_int, check_positive
-from .mow import LossParts, MoW
+from .mow import LossParts, MoW, StepContext, refreshed_latents
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -356,34 +356,38 @@ class DistributedMoW:
         self.mow.init_window(policy, x)
 
     # ---------------------------------------------------------------- step
-    def loss(self, x: torch.Tensor) -> tuple[LossParts, torch.Tensor]:
-        """The objective of one process with k·P on the gathered fresh latents; ``x``: this
-        rank's ``(k, ...)`` examples. Returns (parts, gathered fresh latents ``(k·P, D)``).
-        Collective: every rank must call it."""
+    def loss(self, x: torch.Tensor) -> tuple[LossParts, StepContext]:
+        """Phase 1: the objective of one process with k·P on the gathered fresh latents;
+        ``x``: this rank's ``(k, ...)`` examples. Returns ``(parts, ctx)`` as
+        :meth:`MoW.loss`, ``ctx.fresh`` holding the gathered ``(k·P, D)`` latents. Sets
+        :attr:`last_parts`. Collective: every rank must call it."""
+        self.last_parts = None
+        gather = (lambda t: gather_rows(t, self.group)) if self._active else None
+        parts, ctx = self.mow._loss(x, self.k, gather)
+        self.last_parts = parts.detach()
+        return parts, ctx
+
+    def commit(self, ctx: StepContext) -> None:
+        """Phase 3, after the update (and the gradient all-reduce): the k·P new latents enter
+        the window in rank order (re-encoded and gathered for refresh ``"post"``, the
+        gathered latents of the loss for ``"pre"``). Collective for ``"post"``."""
         mow = self.mow
-        z, G = mow.encode_fresh(x, self.k)
-        z_all = gather_rows(z, self.group) if self._active else z
-        G_all = gather_rows(G, self.group) if self._active and G is not None else G
-        return mow.objective(z_all, G_all), z_all
+        mow._check_ctx(ctx)
+
+        def reencode():
+            new = mow.encoder(ctx.x)
+            return gather_rows_nograd(new, self.group) if self._active else new
+        mow.commit(ctx, refreshed_latents(mow.refresh, ctx.fresh, reencode))
 
     def step(self, x: torch.Tensor, optimizer: torch.optim.Optimizer) -> LossParts:
         """One data-parallel MoW step on this rank's k examples ``x``; every parameter in
         ``optimizer`` has its gradient summed over ranks before ``optimizer.step()``. Returns
-        the detached loss parts (identical on every rank; no host synchronisation)."""
-        mow = self.mow
-        self.last_parts = None
-        parts, z_all = self.loss(x)
-        self.last_parts = parts.detach()
-
-        def reencode():
-            new = mow.encoder(x)
-            return gather_rows_nograd(new, self.group) if self._active else new
-
+        the detached loss parts (identical on every rank). Errors as :meth:`MoW.step`."""
         def reduce_gradients():
             if self._active:
                 allreduce_gradients([p for g in optimizer.param_groups for p in g["params"]],
                                     self.group)
-        return mow.finish_step(parts, optimizer, z_all, reencode, reduce_gradients)
+        return self.mow._run(self.loss, self.commit, x, optimizer, reduce_gradients)
 
     # ---------------------------------------------------------------- checks, checkpoints
     def check_synchronized(self, module: Optional[torch.nn.Module] = None, *,

@@ -7,7 +7,9 @@ Hypothesis strategies (each returns inputs together with what a check needs to k
 - :func:`mow_cases`: a whole MoW situation, :class:`MoWCase` (window, fresh latents, prior
   sample, n, k and the tolerance to compare in).
 
-Checkers (raise ``AssertionError`` with the evidence; return the measured deviation):
+Checkers (raise ``AssertionError`` with the evidence; return the measured deviation; raise
+:class:`Inconclusive`, a ``ValueError``, when F's output cannot be judged: not a tensor, not
+of the expected shape, NaN or infinite -- such a check never passes):
 
 - :func:`check_permutation_invariant`: F(z[σ], y[τ]) == F(z, y);
 - :func:`check_gradient_frozen`: an objective lets no gradient reach the window, and its
@@ -40,10 +42,38 @@ except ImportError as exc:  # pragma: no cover - hypothesis is in the `test` ext
 
 from .window import LatentWindow
 
-__all__ = ["MoWCase", "latent_batches", "permutations", "mow_cases",
+__all__ = ["MoWCase", "Inconclusive", "latent_batches", "permutations", "mow_cases",
            "check_permutation_invariant", "check_gradient_frozen", "window_machine"]
 
 _BOUND = 3.0
+
+
+class Inconclusive(ValueError):
+    """A check could not be computed (F returned something other than a finite tensor of the
+    expected shape): neither a pass nor evidence of the property failing."""
+
+
+def _judgeable(value, what: str, shape: tuple = ()) -> torch.Tensor:
+    """``value`` must be a finite tensor of ``shape`` (0-dim by default), else Inconclusive."""
+    if not isinstance(value, torch.Tensor):
+        raise Inconclusive(f"{what} must return a torch.Tensor of shape {shape}; got "
+                           f"{type(value).__name__} {value!r}: the check is inconclusive")
+    if tuple(value.shape) != tuple(shape):
+        raise Inconclusive(f"{what} must return a tensor of shape {tuple(shape)} (one value per "
+                           f"batch); got shape {tuple(value.shape)}: the check is inconclusive")
+    if not bool(torch.isfinite(value).all()):
+        vals = value.detach().flatten()[:4].tolist()
+        raise Inconclusive(f"{what} returned a non-finite value ({vals}): the check is "
+                           f"inconclusive (F is NaN or infinite at this input)")
+    return value
+
+
+def _check_range(lo_name: str, lo, hi_name: str, hi, low: int) -> None:
+    from ._validate import check_int
+    check_int(lo_name, lo, low=low)
+    check_int(hi_name, hi, low=low)
+    if lo > hi:
+        raise ValueError(f"{lo_name} must be <= {hi_name}; got {lo_name}={lo} > {hi_name}={hi}")
 
 
 def _tensor(rows, dtype=torch.float64) -> torch.Tensor:
@@ -53,6 +83,14 @@ def _tensor(rows, dtype=torch.float64) -> torch.Tensor:
 def latent_batches(*, min_n: int = 2, max_n: int = 16, min_d: int = 1, max_d: int = 8,
                    n: Optional[int] = None, d: Optional[int] = None, bound: float = _BOUND):
     """Strategy of float64 tensors ``(n, D)`` with entries in ``[-bound, bound]`` (finite)."""
+    _check_range("min_n", min_n, "max_n", max_n, 1)
+    _check_range("min_d", min_d, "max_d", max_d, 1)
+    from ._validate import check_int, check_positive
+    if n is not None:
+        check_int("n", n, low=1)
+    if d is not None:
+        check_int("d", d, low=1)
+    check_positive("bound", bound)
     n_st = st.just(n) if n is not None else st.integers(min_n, max_n)
     d_st = st.just(d) if d is not None else st.integers(min_d, max_d)
     elem = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=64)
@@ -85,6 +123,8 @@ def mow_cases(*, min_n: int = 2, max_n: int = 16, min_d: int = 2, max_d: int = 8
               needs_prior: bool = True, allow_empty_window: bool = True):
     """Strategy of :class:`MoWCase` with ``1 <= k <= n`` (``k < n`` unless
     ``allow_empty_window``), float64 entries bounded by 3."""
+    _check_range("min_n", min_n, "max_n", max_n, 1 if allow_empty_window else 2)
+    _check_range("min_d", min_d, "max_d", max_d, 1)
 
     @st.composite
     def build(draw):
@@ -112,14 +152,17 @@ def check_permutation_invariant(F: Callable, z: torch.Tensor, y: Optional[torch.
     permuted separately from z. Returns ``|difference|``; raises AssertionError beyond
     ``atol + rtol·|F(z, y)|``.
     """
+    if not isinstance(z, torch.Tensor) or z.dim() < 2:
+        raise TypeError(f"z must be a tensor of shape (..., n, D); got {z!r:.80}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     pz = perm_z if perm_z is not None else torch.randperm(z.shape[-2], generator=g)
-    base = _call(F, z, y)
+    batch = tuple(z.shape[:-2])
+    base = _judgeable(_call(F, z, y), "F(z, y)", batch)
     yp = None
     if y is not None:
         py = perm_y if perm_y is not None else torch.randperm(y.shape[-2], generator=g)
         yp = y[..., py, :]
-    moved = _call(F, z[..., pz, :], yp)
+    moved = _judgeable(_call(F, z[..., pz, :], yp), "F(z[perm_z], y[perm_y])", batch)
     diff = float((moved - base).abs().max())
     tol = atol + rtol * float(base.abs().max())
     if not diff <= tol:
@@ -131,7 +174,7 @@ def check_permutation_invariant(F: Callable, z: torch.Tensor, y: Optional[torch.
 
 def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
                           window: torch.Tensor, prior: Optional[torch.Tensor] = None, *,
-                          atol: float = 1e-9) -> float:
+                          atol: float = 1e-9, rtol: float = 1e-9) -> float:
     """Check that a MoW objective freezes the window.
 
     Args:
@@ -141,12 +184,14 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
         fresh: ``(k, D)``; window: ``(n-k, D)``; prior: ``(n, D)`` or None.
 
     Asserts (1) no gradient reaches ``window`` even when it requires grad, and (2) the
-    gradient with respect to ``fresh`` equals that of ``F(cat([window.detach(), fresh]))``.
+    gradient with respect to ``fresh`` equals that of ``F(cat([window.detach(), fresh]))``
+    within ``atol + rtol * max |reference gradient|`` (a scale-invariant F such as the
+    pulling-away term has gradients of size ``1 / |z|``, whose rounding is relative).
     Returns the max abs gradient difference.
     """
     f = fresh.detach().clone().requires_grad_(True)
     w = window.detach().clone().requires_grad_(True)
-    out = objective(f, w, prior)
+    out = _judgeable(objective(f, w, prior), "objective(fresh, window, prior)")
     grads = torch.autograd.grad(out, [f, w], allow_unused=True)
     gw = grads[1]
     if gw is not None and float(gw.abs().max() if gw.numel() else 0.0) > 0.0:
@@ -154,14 +199,15 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
             f"gradient leaks into the window: max |d objective / d window| = "
             f"{float(gw.abs().max()):.3e}; frozen latents must be detached")
     f2 = fresh.detach().clone().requires_grad_(True)
-    ref = _call(F, torch.cat([window.detach(), f2], dim=-2), prior)
+    ref = _judgeable(_call(F, torch.cat([window.detach(), f2], dim=-2), prior), "F(z, prior)")
     (g_ref,) = torch.autograd.grad(ref, [f2])
     g = grads[0] if grads[0] is not None else torch.zeros_like(g_ref)
     diff = float((g - g_ref).abs().max()) if g.numel() else 0.0
-    if not diff <= atol:
+    tol = atol + rtol * (float(g_ref.abs().max()) if g_ref.numel() else 0.0)
+    if not diff <= tol:
         raise AssertionError(
             f"gradient with respect to the fresh latents differs from that of F with the "
-            f"window detached by {diff:.3e} > atol={atol:.1e}")
+            f"window detached by {diff:.3e} > atol + rtol * max|grad| = {tol:.1e}")
     return diff
 
 
@@ -177,6 +223,14 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):
     ``atol * (1 + |reference|)`` (the registered costs, with rows bounded by 3, agree to
     1e-14 after slides of up to ``ceil((n - k) / k)`` incremental updates).
     Use as ``TestX = window_machine(8, 3, 2).TestCase``."""
+    from ._validate import check_int
+    n = check_int("n", n, low=2)
+    k = check_int("k", k, low=1, high=n, high_name="n")
+    dim = check_int("dim", dim, low=1)
+    if cost is not None and not getattr(cost, "supports_split", False):
+        raise ValueError(f"cost must support split evaluation (cost.supports_split) for the "
+                         f"window machine to check its cache; got cost={cost!r:.80}, which "
+                         f"does not: pass cost=None to check the window alone")
     rows = st.lists(st.lists(st.floats(-_BOUND, _BOUND, allow_nan=False, width=64),
                              min_size=dim, max_size=dim), min_size=k, max_size=k)
     if cost is not None:   # the fresh rows (and prior sample) the split value is checked at
@@ -237,7 +291,10 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):
             if cost is None or not self.window.is_full:
                 return
             H = self.window.buffer
-            got = float(cost.split(H, fresh_z, prior_y, cache=self.cache))
+            try:
+                got = float(cost.split(H, fresh_z, prior_y, cache=self.cache))
+            except ValueError as exc:           # e.g. a stale cache, refused by split
+                raise AssertionError(f"split refused the window's cache: {exc}") from exc
             want = float(cost(torch.cat([H, fresh_z]), prior_y))
             assert abs(got - want) <= atol * (1 + abs(want)), \
                 f"split value {got!r} with the window's cache != full value {want!r}"

@@ -44,7 +44,13 @@ class LatentWindow:
         self.n = check_int("n", n, low=1)
         self.k = check_int("k", k, low=1, high=self.n, high_name="n")
         self.dim = check_int("dim", dim, low=1)
-        self.batch_shape = torch.Size(batch_shape)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64 (the window stores "
+                            f"latents); got dtype={dtype}")
+        if isinstance(batch_shape, (str, bytes)) or not hasattr(batch_shape, "__iter__"):
+            raise TypeError(f"batch_shape must be a sequence of integers >= 0 (e.g. (R,)); "
+                            f"got batch_shape={batch_shape!r}")
+        self.batch_shape = torch.Size(check_int("batch_shape", b, low=0) for b in batch_shape)
         self.size = self.n - self.k
         self._buf = torch.zeros(*self.batch_shape, self.size, self.dim, device=device, dtype=dtype)
         self._head = 0          # slot of the oldest row

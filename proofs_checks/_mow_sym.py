@@ -1,11 +1,11 @@
 """Symbolic MoW costs and their exact expected gradients.
 
-A :class:`SymProblem` describes cost (1) of DESIGN.md for one batch size n in a
+A :class:`SymProblem` describes cost (1) of docs/theory.md for one batch size n in a
 :class:`~proofs_checks._gauss.GaussModel`: n i.i.d. Gaussian examples ``x[i]``, an encoder
 ``encode(x_i, θ)`` (a list of D ring elements), a batch cost ``F(latents, prior)`` and a
 per-example cost ``G(x_i, θ)``.
 
-The MoW_k(n) cost of one step (DESIGN.md, "MoW_k(n)") puts the n−k window latents in the
+The MoW_k(n) cost of one step (docs/theory.md, "MoW_k(n)") puts the n−k window latents in the
 first slots, encoded with the *frozen* parameters (separate generators: no gradient flows
 into them), and the k fresh latents in the last slots, encoded with the live parameters θ::
 

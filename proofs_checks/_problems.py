@@ -5,7 +5,7 @@
   a prior sample v_i ~ N(0, 1), the most general symmetric polynomial F of degree ≤ 4 in the
   latents (every product of power sums, each with its own symbolic coefficient c_j) plus two
   prior-coupling terms, and a per-example cost G with symbolic coefficients.
-- :func:`scalar_problem`: the shared "scalar" problem of DESIGN/flow: z = θ·x, x ~ N(0, s2),
+- :func:`scalar_problem`: the "scalar" problem of docs/theory.md and mowtheory.flow: z = θ·x, x ~ N(0, s2),
   F = ((1/n) Σ z_i² − 1)², G = beta·(x − θx)² (s2 and beta symbolic).
 - :func:`scalar_C_formula` and :func:`linear_gaussian_C_formula`: the closed forms stated in
   the shared specification.

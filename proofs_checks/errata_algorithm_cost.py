@@ -18,7 +18,7 @@ against an independent computation of the corrected line:
 
 Two batch costs: a plain callable F = |z̄|² + ‖Ŝ − I‖²_F (the linear-gaussian F), and the
 library's registered ``"cwae"`` cost (split evaluation against the frozen window) compared with
-log cw(z) written independently from the formula in DESIGN.md. A ``"cwae"`` cost that cannot be
+log cw(z) written independently from the formula in docs/costs.md. A ``"cwae"`` cost that cannot be
 obtained from ``mowtheory.costs.get`` fails the check (it is not silently left out).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def lg_F_torch(z):
 
 
 def log_cw_reference(z):
-    """log cw(z), from DESIGN.md: γ = (4/(3n))^{2/5}, K = 1/(2D − 3),
+    """log cw(z), from docs/costs.md: γ = (4/(3n))^{2/5}, K = 1/(2D − 3),
     cw = 1/√(1+γ) + (1/n²)Σ_{i,j}(γ + K|z_i − z_j|²)^{−1/2} − (2/n)Σ_i(γ + 1/2 + K|z_i|²)^{−1/2}."""
     n, d = z.shape[-2], z.shape[-1]
     g = (4.0 / (3.0 * n)) ** 0.4

@@ -6,7 +6,7 @@ beta, θ, the step size η and the age s all **symbolic**.
 Model of staleness. The n − k window latents were encoded s steps earlier, at the parameters
 of the mean path, θ_{−s} = θ + η·s·(k/n)·C'(θ) + O(η²) (going s steps back along the drift
 −(k/n)C'), with examples independent of that displacement (as for latents re-encoded from
-fresh examples, the time-τ falsifier of DESIGN.md). The correlation of a window example with
+fresh examples, the time-τ falsifier of docs/theory.md). The correlation of a window example with
 the steps it took part in is not modelled here.
 
 Derivation (exact, for symbolic n and k): with A = Σ_window x² ~ s2·χ²_{n−k} and

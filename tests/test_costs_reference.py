@@ -91,8 +91,14 @@ def ref_gmmn(z, y, bandwidths=(1, 2, 4, 8, 16)):
 
 
 def ref_pullaway(z, eps=1e-12):
+    # the documented scale-invariant form: rows divided by their largest |entry| (zero rows
+    # stay zero), eps relative to that scale
     n = len(z)
+    def unit(a):
+        m = max(abs(x) for x in a)
+        return [x / m for x in a] if m > 0 else [0.0 for _ in a]
     def cos2(a, b):
+        a, b = unit(a), unit(b)
         dot = math.fsum(x * w for x, w in zip(a, b))
         return dot**2 / ((math.fsum(x * x for x in a) + eps) * (math.fsum(w * w for w in b) + eps))
     return math.fsum(cos2(z[i], z[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))

@@ -11,6 +11,7 @@ CASES = [
     ("mnist", {}, (1, 28, 28), 20),
     ("fashion", {}, (1, 28, 28), 8),
     ("cifar10", {}, (3, 32, 32), 64),
+    ("cifar10-padded", {}, (3, 32, 32), 64),
     ("celeba", {}, (3, 64, 64), 32),
     ("ffhq", {"resolution": 32}, (3, 32, 32), 64),
     ("ffhq", {"resolution": 64}, (3, 64, 64), 64),
@@ -25,10 +26,11 @@ def models():
 
 
 def test_archs_metadata_is_complete():
-    assert set(ARCHS) == {"mnist", "fashion", "cifar10", "celeba", "ffhq", "digits"}
+    assert set(ARCHS) == {"mnist", "fashion", "cifar10", "cifar10-padded", "celeba", "ffhq",
+                          "digits"}
     for name, meta in ARCHS.items():
         assert {"latent_dim", "input_shape", "description", "source"} <= set(meta), name
-        assert meta["source"] in ("paper Appendix A", "ours")
+        assert meta["source"] in ("paper Appendix A", "ours", "authors' PyTorch port")
     assert ARCHS["ffhq"]["input_shape"] == (3, 1024, 1024)
 
 
@@ -108,6 +110,8 @@ def test_unknown_arch_lists_valid_names():
     ("ffhq", {"resolution": 8}, "power of two"),
     ("fashion", {"resolution": 30}, "multiple of 4"),
     ("cifar10", {"resolution": 33}, "even"),
+    ("cifar10", {"resolution": 6}, ">= 8"),
+    ("cifar10-padded", {"resolution": 33}, "even"),
     ("mnist", {"latent_dim": 0}, "latent_dim"),
     ("mnist", {"channels": 0}, "channels"),
 ])

@@ -62,6 +62,12 @@ def run(args) -> int:
     if fn is None:
         args._bench_parser.print_help()
         return 0
+    from .._io import check_output_file
+    from .._validate import check_int
     from ._common import set_threads
+    if getattr(args, "json", None):
+        check_output_file("--json", args.json)        # before the bench runs
+    if getattr(args, "threads", None) is not None:
+        check_int("threads", args.threads, low=1)
     set_threads(getattr(args, "threads", None))
     return int(fn(args) or 0)

@@ -1,13 +1,11 @@
 """Shared helpers of the benchmarks: machine description, timers, statistics, JSON output."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -102,24 +100,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def write_json(path, obj: dict) -> None:
-    """Write ``obj`` as JSON to ``path`` (parent folders created); non-finite floats -> null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n")
-
-
-def _clean(v):
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, torch.Tensor):
-        return _clean(v.tolist())
-    if isinstance(v, (torch.dtype, torch.device)):
-        return str(v)
-    return v
+    """Write ``obj`` as JSON to ``path`` atomically (parent folders created); non-finite
+    floats -> null."""
+    from .._io import atomic_write_json
+    atomic_write_json(path, obj, indent=1)      # tensors -> lists, dtypes/devices -> str
 
 
 def report(bench: str, config: dict, **fields) -> dict:

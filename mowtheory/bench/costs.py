@@ -265,13 +265,15 @@ def _f(v):
 
 
 # --------------------------------------------------------------------------- CLI
-def _ints(text: str) -> list:
+def _ints(text: str, name: str = "values") -> list:
+    """A comma-separated list of integers >= 1; errors name the option ``name``."""
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"expected a comma-separated list of integers; got {text!r}") from None
+        raise ValueError(f"{name} must be a comma-separated list of integers; got "
+                         f"{name} {text!r}") from None
     if not vals or min(vals) < 1:
-        raise ValueError(f"expected integers >= 1; got {text!r}")
+        raise ValueError(f"{name} must hold integers >= 1; got {name} {text!r}")
     return vals
 
 
@@ -306,7 +308,7 @@ def run(args) -> int:
     for nm in names:
         if nm not in C.names():
             raise ValueError(f"--costs: cost must be one of {', '.join(C.names())}; got {nm!r}")
-    ns, ks = _ints(args.n), _ints(args.k)
+    ns, ks = _ints(args.n, "--n"), _ints(args.k, "--k")
     dtype = getattr(torch, args.dtype)
     devs = U.devices(args.device)
     costs = [C.get(nm, **_params(nm)) for nm in names]

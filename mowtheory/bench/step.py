@@ -200,8 +200,12 @@ def audit(setup: _Setup, *, accelerator_path: bool) -> list:
     return h.reads
 
 
-class _NoOpt:
-    """Optimizer stand-in for the audit (torch's optimizers are not mowtheory code)."""
+class _NoOpt(torch.optim.Optimizer):
+    """Optimizer stand-in for the audit (torch's optimizers are not mowtheory code); a
+    subclass so that ``MoW.step``'s type check accepts it, with nothing to update."""
+
+    def __init__(self) -> None:       # no parameter groups: torch's __init__ would refuse
+        self.param_groups = []
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         pass
@@ -291,16 +295,30 @@ def add_arguments(p) -> None:
     p.add_argument("--reps", type=int, default=11, help="interleaved blocks per variant")
     p.add_argument("--profile", action="store_true",
                    help="print torch.profiler tables of a MoW and a plain step")
+    p.add_argument("--compile", action="store_true",
+                   help="add rows with the torch.compile speedup of the MoW step "
+                        "(mowtheory.bench.compile_step; compiling takes minutes on a small CPU)")
+    p.add_argument("--methods", action="store_true",
+                   help="instead: time per step and per example of MoW (each --k), gradcache "
+                        "(each --chunks) and minibatch on --arch at --resolutions "
+                        "(mowtheory.bench.methods; cost cwae), e.g. --arch ffhq "
+                        "--resolutions 128,256 --reps 3")
+    p.add_argument("--resolutions", default="",
+                   help="--methods: comma-separated image sides (default: the arch's)")
+    p.add_argument("--chunks", default="1,8", help="--methods: gradcache chunk sizes")
 
 
 def run(args) -> int:
     from .costs import _ints
+    if args.methods:
+        from . import methods
+        return methods.run(args)
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     names = [c.strip() for c in args.costs.split(",") if c.strip()]
     for nm in names:
         if nm not in C.names():
             raise ValueError(f"--costs: cost must be one of {', '.join(C.names())}; got {nm!r}")
-    ks = _ints(args.k)
+    ks = _ints(args.k, "--k")
     devs = U.devices(args.device)
     print(f"bench step: arch={archs} costs={names} n={args.n} k={ks} on {', '.join(devs)} "
           f"(torch threads {torch.get_num_threads()})", flush=True)
@@ -325,6 +343,17 @@ def run(args) -> int:
         val = t.get("max_share")
         extra = f": {100 * val:.1f}%" if val is not None else ""
         print(f"target {name}: {t['target']}{extra} -> {status}")
+    compiled = []
+    if getattr(args, "compile", False):
+        from . import compile_step
+        for dev in devs:
+            for arch in archs:
+                for nm in names:
+                    for k in ks:
+                        compiled.append(compile_step.measure(arch, nm, n=args.n, k=k, device=dev,
+                                                             reps=args.reps, budget_s=args.budget))
+        print("\ntorch.compile (loss compiled with inductor, eager backward/update/commit):")
+        print(compile_step.format_results(compiled))
     if args.profile:
         s = _Setup(archs[0], names[0], n=args.n, k=ks[0], device=devs[0])
         for v in ("mow", "plain"):
@@ -333,4 +362,5 @@ def run(args) -> int:
             print(U.profile_table(lambda v=v: s.run(v, 1), steps=20, device=devs[0]))
     config = {"arch": archs, "costs": names, "n": args.n, "k": ks, "devices": devs,
               "steps": args.steps, "budget_s": args.budget, "reps": args.reps}
-    return U.finish(args, "step", config, rows=rows, targets=tg)
+    return U.finish(args, "step", config, rows=rows, targets=tg,
+                    **({"compile_rows": compiled} if compiled else {}))

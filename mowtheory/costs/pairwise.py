@@ -48,7 +48,8 @@ __all__ = [
     "Kernel", "Weights", "SplitCache", "sqdist", "dist", "scale_sum", "safe_sqrt", "offdiag_sum",
     "cross_sum",
     "full_value", "cache_init", "cache_unresolved", "cache_update", "split_value",
-    "check_positive_seq",
+    "fingerprint", "check_cache",
+    "check_positive_seq", "expected_value",
 ]
 
 _F64 = torch.float64
@@ -89,11 +90,55 @@ class SplitCache(NamedTuple):
     key: the kernel parameters the sums were computed with (``Kernel.key``); ``None`` marks
         an unresolved cache (kernel depends on the batch size ``n``, not known at
         ``init_cache`` time): it is ignored by ``split`` and recomputed by ``update_cache``.
+    fingerprint: ``(..., D + 1)`` float64, :func:`fingerprint` of the block the sums
+        describe (kept up to date by ``update_cache``). ``split`` refuses a cache whose
+        fingerprint is not that of its ``H``: a cache built for another window (or not
+        updated as the window slid) would silently give another value. ``None`` (a cache
+        built by hand) is not checked.
     """
     pair_sum: Tensor
     unary_sum: Tensor
     updates: int
     key: Optional[tuple] = None
+    fingerprint: Optional[Tensor] = None
+
+
+#: relative tolerance of the fingerprint comparison (incremental float64 updates drift by
+#: ~1e-16 per update; a different window differs at O(1))
+FINGERPRINT_RTOL = 1e-9
+
+
+def fingerprint(H: Tensor) -> Tensor:
+    """``(..., D + 1)`` float64: the column sums of ``H`` (``(..., m, D)``) and the sum of its
+    squared entries. Invariant under a permutation of the rows (as are the cached sums), and
+    updated in ``O(k D)`` when ``k`` rows are replaced."""
+    H = H.detach()
+    return torch.cat([H.sum(-2, dtype=_F64), H.to(_F64).square().sum((-2, -1)).unsqueeze(-1)],
+                     dim=-1)
+
+
+_STALE = ("cache does not describe this window H: it was built for another window, or not "
+          "updated (update_cache) as this one slid; its fingerprint (column sums, sum of "
+          "squares) differs from H's. Use cache=init_cache(H) (or cache=None)")
+
+
+def check_cache(cache: SplitCache, H: Tensor, *, eager: bool = True) -> None:
+    """Raise ValueError when ``cache`` was not built for ``H`` (fingerprint mismatch).
+    ``eager=False`` (accelerator tensors): a device-side assert instead, which never
+    synchronises with the host (the step fails when the device reaches it)."""
+    if cache.fingerprint is None:
+        return
+    fp = fingerprint(H)
+    if cache.fingerprint.shape != fp.shape:
+        raise ValueError(f"cache describes a window of another shape (fingerprint "
+                         f"{tuple(cache.fingerprint.shape)}, this window's "
+                         f"{tuple(fp.shape)}); build it with init_cache(H) for this window")
+    scale = torch.cat([H.detach().abs().sum(-2, dtype=_F64), fp[..., -1:]], dim=-1)
+    ok = ((cache.fingerprint - fp).abs() <= FINGERPRINT_RTOL * scale + 1e-12).all()
+    if not eager:
+        torch._assert_async(ok, _STALE)
+    elif not bool(ok):
+        raise ValueError(_STALE)
 
 
 #: largest ``p * q * D`` for which :func:`sqdist` uses the difference form: fewer ops than
@@ -174,21 +219,22 @@ def safe_sqrt(x: Tensor) -> Tensor:
 
 
 def offdiag_sum(pair: Callable, a: Tensor) -> Tensor:
-    """``sum_{i != j} kappa(a_i, a_j)`` as a 0-dim float64 tensor (diagonal masked out)."""
+    """``sum_{i != j} kappa(a_i, a_j)`` in float64 (diagonal masked out); ``a``:
+    ``(..., p, D)`` -> ``(...)``."""
     mat = pair(a, a)
-    eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
-    return mat.masked_fill(eye, 0).sum(dtype=_F64)
+    eye = torch.eye(a.shape[-2], dtype=torch.bool, device=a.device)
+    return mat.masked_fill(eye, 0).sum((-2, -1), dtype=_F64)
 
 
 def cross_sum(pair: Callable, a: Tensor, b: Tensor) -> Tensor:
-    """``sum_{i, j} kappa(a_i, b_j)`` as a 0-dim float64 tensor."""
-    return pair(a, b).sum(dtype=_F64)
+    """``sum_{i, j} kappa(a_i, b_j)`` in float64; ``(..., p, D), (..., q, D) -> (...)``."""
+    return pair(a, b).sum((-2, -1), dtype=_F64)
 
 
 def _unary_sum(kernel: Kernel, a: Tensor) -> Tensor:
     if kernel.unary is None:
-        return torch.zeros((), dtype=_F64, device=a.device)
-    return kernel.unary(a).sum(dtype=_F64)
+        return torch.zeros(a.shape[:-2], dtype=_F64, device=a.device)
+    return kernel.unary(a).sum(-1, dtype=_F64)
 
 
 def _outer(name: str, inner: Tensor) -> Tensor:
@@ -202,7 +248,10 @@ def _outer(name: str, inner: Tensor) -> Tensor:
 
 
 def full_value(kernel: Kernel, weights: Weights, z: Tensor, y: Optional[Tensor] = None) -> Tensor:
-    """Value of the declared cost on the whole sample ``z`` (and ``y``); 0-dim, dtype of z."""
+    """Value of the declared cost on the whole sample ``z`` (and ``y``), dtype of z.
+
+    ``z``: ``(..., n, D)``, ``y``: ``(..., n_y, D)`` (leading shapes broadcast) -> ``(...)``:
+    one value per batch of independent samples (e.g. R replicas)."""
     inner = weights.const + weights.zz * offdiag_sum(kernel.pair, z)
     if weights.unary:
         inner = inner + weights.unary * _unary_sum(kernel, z)
@@ -216,13 +265,14 @@ def cache_init(kernel: Kernel, H: Tensor) -> SplitCache:
     """Exact cache of the frozen block ``H`` (``m x D``, ``m >= 0``), ``O(m^2 D)``."""
     with torch.no_grad():
         H = H.detach()
-        return SplitCache(offdiag_sum(kernel.pair, H), _unary_sum(kernel, H), 0, kernel.key)
+        return SplitCache(offdiag_sum(kernel.pair, H), _unary_sum(kernel, H), 0, kernel.key,
+                          fingerprint(H))
 
 
 def cache_unresolved(H: Tensor) -> SplitCache:
     """Placeholder cache (key None) for a kernel that needs the batch size ``n``."""
     nan = torch.full((), math.nan, dtype=_F64, device=H.device)
-    return SplitCache(nan, nan.clone(), 0, None)
+    return SplitCache(nan, nan.clone(), 0, None, fingerprint(H))
 
 
 def cache_update(kernel: Kernel, cache: Optional[SplitCache], H: Tensor, slots: Tensor,
@@ -261,8 +311,10 @@ def cache_update(kernel: Kernel, cache: Optional[SplitCache], H: Tensor, slots: 
         if within is not None:
             delta = delta + within
         du = _unary_sum(kernel, new) - _unary_sum(kernel, old)
+        fp = None if cache.fingerprint is None else (
+            cache.fingerprint + fingerprint(new) - fingerprint(old))
         return SplitCache(cache.pair_sum + delta, cache.unary_sum + du, cache.updates + 1,
-                          cache.key)
+                          cache.key, fp)
 
 
 @functools.lru_cache(maxsize=64)
@@ -307,7 +359,7 @@ def split_value(kernel: Kernel, weights: Weights, H: Tensor, Z: Tensor,
         inner = inner + weights.unary * _unary_sum(kernel, Z)
     if constants or weights.outer != "identity":
         if cache is not None and cache.key is not None and cache.key == kernel.key:
-            pair_h, unary_h = cache.pair_sum, cache.unary_sum
+            pair_h, unary_h = cache.pair_sum, cache.unary_sum   # checked: BatchCost.split
         else:
             with torch.no_grad():
                 pair_h, unary_h = offdiag_sum(kernel.pair, H), _unary_sum(kernel, H)
@@ -337,3 +389,40 @@ def check_positive_seq(name: str, value) -> tuple:
     if not out:
         raise ValueError(f"{allowed}; got {name}={value!r}")
     return tuple(out)
+
+
+def expected_value(kernel: Kernel, weights: Weights, n: int, Z: Tensor,
+                   n_y: Optional[int] = None, Y: Optional[Tensor] = None, *,
+                   zz_pairs: Optional[float] = None) -> Tensor:
+    """Exact expectation of the declared cost over i.i.d. draws from finite sets.
+
+    The batch is ``n`` draws with replacement from the rows of ``Z`` (``(..., N, D)``), the
+    prior sample ``n_y`` draws with replacement from the rows of ``Y`` (``(..., M, D)``).
+    With ``mean_pairs(A, B) = (1 / (|A| |B|)) sum_{a in A, b in B} kappa(a, b)`` over **all**
+    ordered pairs (two independent draws can be the same row, so ``a = b`` terms stay in)::
+
+        E[inner] = const + zz * n (n - 1) * mean_pairs(Z, Z) + unary * n * mean_a u(z_a)
+                   + zy * n n_y * mean_pairs(Z, Y) + yy * n_y (n_y - 1) * mean_pairs(Y, Y)
+
+    and ``E[value] = E[inner]`` because the value is linear in the inner sums: only for
+    ``weights.outer == "identity"`` (a log or square root of the sums has no such finite form:
+    ValueError). Memory ``O(N^2 + N M + M^2)`` per kernel matrix; differentiable in ``Z``.
+
+    ``zz_pairs`` replaces ``n (n - 1)`` (only to plant a wrong formula in tests).
+    Returns ``(...)`` float64.
+    """
+    if weights.outer != "identity":
+        raise ValueError(
+            f"the expectation over a dataset is exact only for costs linear in their pair sums "
+            f"(outer 'identity'); got outer={weights.outer!r} (a log or square root of the sums: "
+            "use the coupled, reference-free check instead)")
+    N = Z.shape[-2]
+    pairs = n * (n - 1) if zz_pairs is None else zz_pairs
+    inner = weights.const + weights.zz * pairs * (cross_sum(kernel.pair, Z, Z) / N ** 2)
+    if weights.unary:
+        inner = inner + weights.unary * n * (_unary_sum(kernel, Z) / N)
+    if Y is not None and n_y is not None and (weights.zy or weights.yy):
+        M = Y.shape[-2]
+        inner = inner + weights.zy * n * n_y * (cross_sum(kernel.pair, Z, Y) / (N * M))
+        inner = inner + weights.yy * n_y * (n_y - 1) * (cross_sum(kernel.pair, Y, Y) / M ** 2)
+    return inner

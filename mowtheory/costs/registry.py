@@ -13,8 +13,8 @@ from torch import Tensor
 from .._validate import check_choice, check_int, check_latents, check_pair
 from . import cw as _cw, energy as _energy, gmmn as _gmmn, pulling_away as _pa
 from . import swae as _sw, wae as _mmd
-from .pairwise import (SplitCache, cache_init, cache_unresolved, cache_update, full_value,
-                       split_value)
+from .pairwise import (SplitCache, cache_init, cache_unresolved, cache_update, check_cache,
+                       expected_value, full_value, split_value)
 
 __all__ = ["BatchCost", "SplitCache", "get", "names"]
 
@@ -33,8 +33,9 @@ def _eager_checks(t: Tensor) -> bool:
     tensors, where that synchronises nothing. On an accelerator reading values would stall
     the step on the device every time, so slots are checked by device-side asserts
     (``torch._assert_async``) and values are not scanned (a non-finite latent gives a
-    non-finite cost, which the caller sees)."""
-    return t.device.type == "cpu"
+    non-finite cost, which the caller sees). Under ``torch.compile`` tracing neither (a read
+    would break the graph)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _with(fn, **fixed):
@@ -102,6 +103,12 @@ def get(name: str, **params) -> "BatchCost":
                      _impl=impl)
 
 
+def _exact(name: str) -> bool:
+    """Whether cost ``name`` (default parameters) has an exact expectation over a dataset."""
+    cost = get(name)
+    return cost.supports_split and cost.linear_in_constants
+
+
 def _rebuild(name: str, params: dict) -> "BatchCost":
     return get(name, **params)
 
@@ -164,6 +171,8 @@ class BatchCost:
         ``swae`` always runs its function with all checks.
         """
         self._check_y_presence(y)  # shapes and values are checked by the cost function
+        if isinstance(z, Tensor) and z.dim() > 2 and self.supports_split:
+            return self._batched(z, y)
         if isinstance(z, Tensor) and not _eager_checks(z) and self.supports_split:
             check_latents("z", z, min_n=self.min_n, min_d=self.min_d, finite=False)
             if y is not None:
@@ -174,6 +183,56 @@ class BatchCost:
             return full_value(self._kernel(n), weights, z, y)
         args = (z, y) if self.needs_prior else (z,)
         return self._impl.fn(*args, **self.params)
+
+    def _batched(self, z: Tensor, y: Optional[Tensor]) -> Tensor:
+        """``F`` of independent samples ``z`` ``(..., n, D)`` (and ``y`` ``(..., n_y, D)``,
+        leading shapes broadcast) -> ``(...)``; shapes checked, values not scanned."""
+        check_latents("z", z, min_n=self.min_n, min_d=self.min_d, batch_dims=True, finite=False)
+        if y is not None:
+            check_latents("y", y, min_n=self.min_n, batch_dims=True, finite=False)
+            check_pair("z", z, "y", y)
+        n = z.shape[-2]
+        weights = self._impl.weights(n, None if y is None else y.shape[-2], **self.params)
+        return full_value(self._kernel(n), weights, z, y)
+
+    def declaration(self, n: int, n_y: Optional[int] = None):
+        """The pairwise declaration ``(Kernel, Weights)`` of this cost for a batch of ``n``
+        (and a prior sample of ``n_y``), see :mod:`mowtheory.costs.pairwise`; ValueError for
+        a cost that is not pairwise (``swae``)."""
+        if not self.supports_split:
+            raise ValueError(f"cost {self.name!r} is not a pairwise statistic: it has no "
+                             "declaration")
+        n = check_int("n", n, low=max(1, self.min_n))
+        return self._kernel(n), self._impl.weights(n, n_y, **self.params)
+
+    def expected_over_dataset(self, z_all: Tensor, n: int, prior_all: Optional[Tensor] = None,
+                              *, n_prior: Optional[int] = None) -> Tensor:
+        """``E[F_n]``: the exact expectation of this cost for a batch of ``n`` i.i.d. draws
+        (with replacement) from the rows of ``z_all`` (``(..., N, D)``), with a prior sample
+        of ``n_prior`` (default ``n``) i.i.d. draws from the rows of ``prior_all``
+        (``(..., M, D)``; an empirical prior) for costs that take one. Returns ``(...)`` in
+        float64, differentiable in ``z_all``; ``O(N^2 + N M + M^2)`` kernel evaluations.
+
+        Exact for the costs linear in their pair sums (``cw``, ``wae``, ``energy``,
+        ``pullaway``, ``gmmn`` without ``sqrt``): see
+        :func:`mowtheory.costs.pairwise.expected_value`. ``cwae`` (log), ``gmmn(sqrt=True)``
+        and ``swae`` (sorting) have no finite form: ValueError naming the cost."""
+        if not self.supports_split or not self.linear_in_constants:
+            raise ValueError(
+                f"cost {self.name!r} has no exact expectation over a dataset (its value is not "
+                "linear in pair sums: a log, a square root or sorting); the costs with one are "
+                f"{', '.join(c for c in names() if _exact(c))}. Use the coupled, reference-free "
+                "check for this cost")
+        n = check_int("n", n, low=max(2, self.min_n))
+        check_latents("z_all", z_all, min_n=1, min_d=self.min_d, batch_dims=True)
+        self._check_y_presence(prior_all)
+        n_y = None
+        if prior_all is not None:
+            check_latents("prior_all", prior_all, min_n=1, batch_dims=True)
+            check_pair("z_all", z_all, "prior_all", prior_all)
+            n_y = check_int("n_prior", n if n_prior is None else n_prior, low=max(2, self.min_n))
+        kernel, weights = self.declaration(n, n_y)
+        return expected_value(kernel, weights, n, z_all, n_y, prior_all)
 
     def init_cache(self, H: Tensor, *, n: Optional[int] = None) -> Optional[SplitCache]:
         """Cache of the frozen block ``H`` (``(m, D)``, ``m >= 0``), ``O(m^2 D)``; None when
@@ -271,5 +330,8 @@ class BatchCost:
             return self(torch.cat([H.detach(), Z], dim=0), y)
         n_y = None if y is None else y.shape[0]
         weights = self._impl.weights(n, n_y, **self.params)
-        return split_value(self._kernel(n), weights, H, Z, y, cache=cache,
-                           constants=constants or not self.linear_in_constants)
+        kernel, constants = self._kernel(n), constants or not self.linear_in_constants
+        if cache is not None and cache.key is not None and cache.key == kernel.key \
+                and (constants or weights.outer != "identity"):
+            check_cache(cache, H, eager=_eager_checks(H))   # a stale cache is refused
+        return split_value(kernel, weights, H, Z, y, cache=cache, constants=constants)

@@ -1,5 +1,5 @@
 """Gradient-flow instruments for MoW: toy problems, the replica simulator, reference ODEs,
-convergence rates and verdicts (DESIGN.md, Theorem 1).
+convergence rates and verdicts (docs/theory.md, Theorem 1).
 
 Typical use::
 

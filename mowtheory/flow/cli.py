@@ -7,15 +7,17 @@ window, and the position-weighted F with and without symmetrisation); prints the
 strong error, weak error +/- se, wrong-ODE error) and the verdicts with their evidence; and
 writes a PNG (default ``mowtheory_out/flow.png``).
 
-Exit status: 0 when the study ran, whatever the verdicts (they are printed, with a final
-``RESULT:`` line saying how many failed); 1 with ``--strict`` when a verdict failed; 2 on bad
-arguments (a one-line error).
+Each verdict prints PASS, FAIL or INCONCLUSIVE (a statistic, interval or sample that is NaN,
+empty or below its stated minimum: fewer than 16 replicas, no bootstrap, too few usable step
+sizes). Exit status: 0 when the study ran, whatever the verdicts (they are printed, with a
+final ``RESULT:`` line saying how many failed or were inconclusive); 1 with ``--strict`` when
+a verdict did not pass; 2 on bad arguments (a one-line error, before any work: the etas,
+``--bootstrap``, the output paths, the memory the study needs).
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import sys
 import time
@@ -24,14 +26,31 @@ DEFAULT_PLOT = os.path.join("mowtheory_out", "flow.png")
 
 
 def _floats(text: str) -> list:
-    try:
-        vals = [float(v) for v in text.replace(" ", "").split(",") if v]
+    try:       # an empty item ("0.01,,0.005", a trailing comma) is an error: float("") raises
+        vals = [float(v) for v in text.replace(" ", "").split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"etas must be a comma-separated list of numbers, e.g. 0.01,0.005; got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"etas must hold at least one number; got {text!r}")
+            f"etas must be a comma-separated list of numbers, e.g. 0.01,0.005 (no empty "
+            f"items); got {text!r}") from None
+    from .study import check_etas                   # one rule for the CLI and run_study
+    try:
+        check_etas(vals)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return vals
+
+
+def _bootstrap(text: str) -> int:
+    from .rates import MIN_BOOTSTRAP
+    try:
+        b = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bootstrap must be an integer; got {text!r}") from None
+    if b < MIN_BOOTSTRAP:
+        raise argparse.ArgumentTypeError(
+            f"bootstrap must be >= {MIN_BOOTSTRAP} (the resamplings behind every 95% interval "
+            f"and noise floor of the verdicts); got bootstrap={b}")
+    return b
 
 
 def _param(text: str):
@@ -63,7 +82,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="fresh examples per step (None: the problem's)")
     p.add_argument("--etas", type=_floats, default=None,
                    help="comma-separated step sizes (None: the problem's)")
-    p.add_argument("--replicas", type=int, default=2048)
+    p.add_argument("--replicas", type=int, default=None,
+                   help="replicas per step size (None: 2048 for a toy problem, 256 for --model)")
     p.add_argument("--horizon", type=float, default=None, help="T, the time horizon (None: the problem's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default="encode", choices=INIT_POLICIES)
@@ -75,7 +95,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "into the window's latents (planted faults)")
     p.add_argument("--tau", type=float, default=None, help="staleness for --window time (None: T/4)")
     p.add_argument("--record", type=int, default=32, help="recorded times per run")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamplings")
+    p.add_argument("--bootstrap", type=_bootstrap, default=200,
+                   help="bootstrap resamplings (at least 20)")
     p.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the planted-fault controls")
     p.add_argument("--sme", action="store_true",
@@ -86,6 +107,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--strict", action="store_true", help="exit 1 when a verdict failed")
+    from .network_cli import add_arguments
+    add_arguments(p)
+    p.set_defaults(_flow_defaults={a.dest: a.default for a in p._actions})
     return p
 
 
@@ -93,7 +117,8 @@ def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
     """The planted-fault studies: the main study with ``window="time"`` and with
     ``window="leak"`` (if it was a ``"steps"`` study with a window), and the position-weighted
     F with and without symmetrisation."""
-    from .study import run_study
+    from .problems import get_problem
+    from .study import default_etas, max_record, run_study
     c = main.config
     out = {}
     if c["window"] == "steps" and c["k"] < c["n"] and c["init"] == "encode":
@@ -104,9 +129,11 @@ def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
                 reduction=c["reduction"], balanced=c["balanced"], window=window,
                 record=c["record"], bootstrap=c["bootstrap"], progress=progress,
                 desc=f"control: window={window}")
+    pw = get_problem("position-weighted")
+    pw_record = min(c["record"], max_record(pw.defaults.get("horizon", 1.0), default_etas(pw)))
     for key, sym in (("position_weighted", False), ("symmetrized", True)):
         out[key] = run_study("position-weighted", params={"symmetrize": sym}, replicas=4096,
-                             seed=seed, record=c["record"], bootstrap=c["bootstrap"],
+                             seed=seed, record=pw_record, bootstrap=c["bootstrap"],
                              progress=progress, desc=f"control: {key.replace('_', '-')}")
     return out
 
@@ -126,14 +153,28 @@ def _control_line(name, st) -> str:
 def run(args) -> int:
     import torch
 
+    from .._io import atomic_write_json, check_output_file
     from .plot import plot_study
     from .rates import fault_verdicts
     from .study import run_study
 
     t0 = time.perf_counter()
+    if args.json:                                   # output paths: checked before any work
+        check_output_file("--json", args.json)
+    if not args.no_plot and args.plot:
+        check_output_file("--plot", args.plot)
     if args.threads < 1:
         raise ValueError(f"threads must be >= 1; got threads={args.threads}")
+    from . import network_cli
+    network_cli.check_arguments(args, getattr(args, "_flow_defaults", {}))
     torch.set_num_threads(args.threads)
+
+    def report(verdicts, wall):
+        return _report(verdicts, wall, strict=args.strict)
+    if args.model is not None:
+        return network_cli.run(args, report)
+    if args.replicas is None:
+        args.replicas = 2048
     params = dict(args.param)
     if args.symmetrize:
         if args.problem != "position-weighted":
@@ -166,15 +207,7 @@ def run(args) -> int:
         print("planted-fault controls (the instrument must reject the faults):", file=out)
         for name, st in controls.items():
             print(_control_line(name.replace("_", "-"), st), file=out)
-    print("verdicts:", file=out)
-    for v in verdicts:
-        print(f"  {'PASS' if v['passed'] else 'FAIL'}  {v['claim']}\n        {v['detail']}", file=out)
-    failed = [v for v in verdicts if not v["passed"]]
-    if failed:
-        print(f"RESULT: {len(failed)} of {len(verdicts)} verdicts FAILED: "
-              + "; ".join(v["claim"] for v in failed) + f"  (wall {wall:.1f} s)", file=out)
-    else:
-        print(f"RESULT: all {len(verdicts)} verdicts passed (wall {wall:.1f} s)", file=out)
+    code = report(verdicts, wall)
 
     if not args.no_plot and args.plot:
         print(f"plot: {plot_study(main, args.plot)}", file=out)
@@ -186,9 +219,27 @@ def run(args) -> int:
         if sme is not None:
             data["sme"] = sme
         data["wall_seconds"] = round(wall, 2)
-        d = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(d, exist_ok=True)
-        with open(args.json, "w") as fh:
-            json.dump(data, fh, indent=1)
+        atomic_write_json(args.json, data)
         print(f"json: {args.json}", file=out)
-    return 1 if (failed and args.strict) else 0
+    return code
+
+
+def _report(verdicts, wall: float, *, strict: bool, out=None) -> int:
+    """Print the verdicts and the ``RESULT:`` line; return the exit status (1 with ``strict``
+    when a verdict did not pass, else 0)."""
+    from .rates import FAIL, INCONCLUSIVE, status
+    out = out or sys.stdout
+    print("verdicts:", file=out)
+    for v in verdicts:
+        print(f"  {status(v)}  {v['claim']}\n        {v['detail']}", file=out)
+    failed = [v for v in verdicts if not v["passed"]]
+    n_fail = sum(status(v) == FAIL for v in verdicts)
+    n_inc = sum(status(v) == INCONCLUSIVE for v in verdicts)
+    if failed:
+        print(f"RESULT: {len(failed)} of {len(verdicts)} verdicts did not pass ({n_fail} FAILED, "
+              f"{n_inc} INCONCLUSIVE): " + "; ".join(f"{v['claim']} [{status(v)}]"
+                                                    for v in failed)
+              + f"  (wall {wall:.1f} s)", file=out)
+    else:
+        print(f"RESULT: all {len(verdicts)} verdicts passed (wall {wall:.1f} s)", file=out)
+    return 1 if (failed and strict) else 0

@@ -8,9 +8,10 @@ the replicas' mean, the theorem's ODE (2) and the wrong ODE ``S' = -grad C``.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+
+from .._io import atomic_savefig
 
 
 def _mpl():
@@ -30,11 +31,12 @@ def plot_errors(ax, study, title=None):
     weak = np.array([r.weak for r in rows])
     se = np.array([r.weak_se or 0.0 for r in rows])
     floor = np.array([r.noise_floor for r in rows])
-    wrong = np.array([r.wrong for r in rows])
+    wrong = np.array([np.nan if r.wrong is None else r.wrong for r in rows])
     ax.loglog(eta, strong, "o-", color="C0", label="strong  E sup|S_eta - S|")
     ax.errorbar(eta, weak, yerr=se, fmt="s-", color="C1", capsize=3,
                 label="weak  sup|E S_eta - S|")
-    ax.loglog(eta, wrong, "x--", color="C3", label="wrong ODE S' = -grad C (weak)")
+    if np.isfinite(wrong).any():      # studies judged without the wrong ODE have none
+        ax.loglog(eta, wrong, "x--", color="C3", label="wrong ODE S' = -grad C (weak)")
     ax.loglog(eta, floor, ":", color="C1", alpha=0.6, label="weak noise floor (95%)")
     for kind, color in (("strong", "C0"), ("weak", "C1")):
         o = study.orders[kind]
@@ -45,7 +47,7 @@ def plot_errors(ax, study, title=None):
         c = np.mean(np.log(y) - o.estimate * np.log(e))
         ax.loglog(e, np.exp(c) * e ** o.estimate, "-", color=color, alpha=0.35, lw=4,
                   label=f"fit {kind}: slope {o.estimate:.2f} [{o.ci[0]:.2f}, {o.ci[1]:.2f}]")
-    top = max(np.max(wrong), np.max(strong))
+    top = float(np.nanmax(np.concatenate([wrong, strong])))
     ax.set_ylim(top=top * 40)
     ax.set_xlabel("step size eta")
     ax.set_ylabel("error on [0, T]")
@@ -91,8 +93,8 @@ def plot_study(study, path: str, *, title: str = None) -> str:
                            f"reduction={c['reduction']}, balanced={c['balanced']}, "
                            f"window={c['window']}"), fontsize=9)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
     return path

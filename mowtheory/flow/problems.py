@@ -1,6 +1,6 @@
 """Analytic toy problems for the MoW gradient-flow studies.
 
-Every problem gives the per-batch cost (1) of DESIGN.md,
+Every problem gives the per-batch cost (1) of docs/theory.md,
 
     cost(theta; x_1..x_n, V) = F(E_theta(x_1), ..., E_theta(x_n); V) + sum_i G_theta(x_i),
 
@@ -83,10 +83,9 @@ def _sym(M: torch.Tensor) -> torch.Tensor:
 class Problem:
     """Base class of the toy problems; subclasses define the maps and the closed forms.
 
-    Attributes:
-        name, n_params (P), data_dim (d), latent_dim (D), needs_prior (F takes a prior
-        sample), permutation_invariant (F is invariant to the order of its n rows),
-        defaults (suggested ``n, k, horizon, etas`` of a study).
+    Attributes: ``name``, ``n_params`` (P), ``data_dim`` (d), ``latent_dim`` (D),
+    ``needs_prior`` (F takes a prior sample), ``permutation_invariant`` (F is invariant to
+    the order of its n rows), ``defaults`` (suggested ``n, k, horizon, etas`` of a study).
     """
 
     name = "?"
@@ -404,7 +403,15 @@ def get_problem(name: str, **params) -> Problem:
     if name not in PROBLEMS:
         raise ValueError(f"problem must be one of {', '.join(repr(p) for p in PROBLEMS)}; "
                          f"got problem={name!r}")
+    import inspect
+    valid = [q for q in inspect.signature(PROBLEMS[name]).parameters if q not in ("self",)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"bad parameters for problem {name!r}: unknown parameter(s) "
+                         f"{', '.join(map(repr, unknown))}; valid parameters: "
+                         f"{', '.join(valid) or '(none)'}")
     try:
         return PROBLEMS[name](**params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters for problem {name!r}: {exc}") from None
+        raise ValueError(f"bad parameters for problem {name!r} (valid: {', '.join(valid)}): "
+                         f"{exc}") from None

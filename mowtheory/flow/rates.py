@@ -29,7 +29,12 @@ Orders are least-squares slopes of ``log E`` against ``log eta`` over the stable
 weak error, resolved) step sizes; the confidence intervals are percentile intervals of the
 slope over ``bootstrap`` resamplings of the replicas (independently at every eta).
 
-Verdicts (``{"claim", "passed", "detail"}``): strong order in ``0.5 +/- 0.3``; weak order in
+Verdicts (``{"claim", "passed", "status", "detail"}``, :func:`verdict`; ``status`` is
+``"PASS"``, ``"FAIL"`` or ``"INCONCLUSIVE"``, and an inconclusive verdict has ``passed=False``):
+a verdict whose statistic, interval or sample is NaN, empty or below a stated minimum
+(:data:`MIN_REPLICAS` replicas, :data:`MIN_BOOTSTRAP` bootstrap resamplings,
+:data:`MIN_ORDER_POINTS` usable step sizes for an order) is INCONCLUSIVE with the reason,
+never PASS or FAIL. Strong order in ``0.5 +/- 0.3``; weak order in
 ``1 +/- 0.3``; no bias at eta -> 0 (every ``|D_0| / SE`` below the Bonferroni threshold at
 family-wise level ``BIAS_ALPHA`` = 0.1 %); the wrong ODE is rejected (its error does not fall with eta: fitted slope
 < 0.3, and at the smallest stable eta it exceeds the right ODE's weak error by >= 10x);
@@ -56,6 +61,48 @@ WRONG_MAX_SLOPE = 0.3
 WRONG_MARGIN = 10.0
 FLOOR_FACTOR = 1.0
 BIAS_ALPHA = 1e-3
+#: replicas below which no verdict is drawn: the bootstrap and the sample covariances behind
+#: every interval and noise floor rest on the replicas being a sample, not a handful
+MIN_REPLICAS = 16
+#: bootstrap resamplings below which a 95% percentile interval is not computed: with fewer
+#: than 1 / 0.05 = 20 resamplings its 2.5% and 97.5% tails hold less than half a resampling
+MIN_BOOTSTRAP = 20
+#: usable step sizes an order is fitted over (a slope through 2 points has no residual)
+MIN_ORDER_POINTS = 3
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+
+
+def verdict(claim: str, passed, detail: str, *, inconclusive: Optional[str] = None) -> dict:
+    """A verdict dict ``{"claim", "passed", "status", "detail"}``. With ``inconclusive`` (the
+    reason) it is INCONCLUSIVE: ``passed`` False, ``detail`` starting with "inconclusive: "."""
+    if inconclusive:
+        return {"claim": claim, "passed": False, "status": INCONCLUSIVE,
+                "detail": "inconclusive: " + inconclusive}
+    ok = bool(passed)
+    return {"claim": claim, "passed": ok, "status": PASS if ok else FAIL, "detail": detail}
+
+
+def status(v: dict) -> str:
+    """``"PASS" | "FAIL" | "INCONCLUSIVE"`` of a verdict dict (also of one without a status)."""
+    if v.get("status") in (PASS, FAIL, INCONCLUSIVE):
+        return v["status"]
+    if str(v.get("detail", "")).startswith("inconclusive"):
+        return INCONCLUSIVE
+    return PASS if v.get("passed") else FAIL
+
+
+def _finite(*vals) -> bool:
+    return all(v is not None and math.isfinite(float(v)) for v in vals)
+
+
+def sample_problem(rows: Sequence["EtaErrors"]) -> Optional[str]:
+    """Why the replicas of ``rows`` are too few for a verdict (None when they suffice)."""
+    reps = [e.replicas for e in rows if e.stable and e.replicas is not None]
+    if reps and min(reps) < MIN_REPLICAS:
+        return (f"{min(reps)} replicas; a verdict needs replicas >= {MIN_REPLICAS} "
+                f"(MIN_REPLICAS)")
+    return None
 
 
 @dataclass
@@ -72,6 +119,8 @@ class EtaErrors:
     resolved: bool = False
     boot_strong: Optional[np.ndarray] = field(default=None, repr=False)
     boot_weak: Optional[np.ndarray] = field(default=None, repr=False)
+    replicas: Optional[int] = None
+    bootstrap: int = 0
 
 
 def _boot_counts(R: int, B: int, generator: torch.Generator) -> torch.Tensor:
@@ -86,7 +135,7 @@ def errors(sim: SimulationResult, ref: ReferenceSolution,
            generator: Optional[torch.Generator] = None) -> EtaErrors:
     """Strong and weak errors (with bootstrap samples) of one run against ``ref``."""
     if not sim.stable:
-        return EtaErrors(eta=sim.eta, stable=False)
+        return EtaErrors(eta=sim.eta, stable=False, replicas=sim.replicas)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     S = torch.from_numpy(ref(sim.times))                        # (J, P)
     d = sim.thetas - S                                          # (R, J, P)
@@ -96,12 +145,13 @@ def errors(sim: SimulationResult, ref: ReferenceSolution,
     weak = float(mean_d.norm(dim=-1).max())
     floor = float((d.var(0, unbiased=True).sum(-1) / R).sqrt().max()) if R > 1 else float("inf")
     out = EtaErrors(eta=sim.eta, stable=True, strong=float(per_rep.mean()), weak=weak,
-                    noise_floor=floor, resolved=weak >= FLOOR_FACTOR * floor)
+                    noise_floor=floor, resolved=weak >= FLOOR_FACTOR * floor, replicas=R)
     if wrong is not None:
         Sw = torch.from_numpy(wrong(sim.times))
         out.wrong = float((sim.thetas.mean(0) - Sw).norm(dim=-1).max())
     if bootstrap > 0 and R > 1:
         C = _boot_counts(R, bootstrap, generator) / R            # (B, R)
+        out.bootstrap = int(bootstrap)
         out.boot_strong = (C @ per_rep).numpy()
         mb = (C @ d.reshape(R, J * P)).reshape(-1, J, P)        # (B, J, P) resampled means
         out.boot_weak = mb.norm(dim=-1).amax(-1).numpy()
@@ -121,10 +171,12 @@ class Bias:
     z_max: float         # max over (time, parameter) of |D_0| / its standard error
     z_crit: float        # Bonferroni threshold of z_max at family-wise level BIAS_ALPHA
     entries: int         # number of (time, parameter) entries tested
+    replicas: int = 0    # the smaller replica count of the two runs
 
     def to_json(self) -> dict:
-        return {"etas": list(self.etas), "sup": self.sup, "z_max": self.z_max,
-                "z_crit": self.z_crit, "entries": self.entries}
+        f = (lambda v: v if math.isfinite(v) else None)
+        return {"etas": list(self.etas), "sup": f(self.sup), "z_max": f(self.z_max),
+                "z_crit": f(self.z_crit), "entries": self.entries, "replicas": self.replicas}
 
 
 def extrapolated_bias(sims: Sequence[SimulationResult], ref: ReferenceSolution, *,
@@ -133,7 +185,8 @@ def extrapolated_bias(sims: Sequence[SimulationResult], ref: ReferenceSolution, 
     step sizes (module docstring), studentised entry by entry, at the times both runs recorded;
     None with fewer than two stable runs."""
     alpha = BIAS_ALPHA if alpha is None else alpha
-    use = sorted((s for s in sims if s.stable), key=lambda s: s.eta)[:2]
+    use = sorted((s for s in sims if s.stable), key=lambda s: s.eta)
+    use = [s for i, s in enumerate(use) if i == 0 or s.eta > use[i - 1].eta][:2]  # distinct
     if len(use) < 2:
         return None
     (s1, s2), q = use, use[1].eta / use[0].eta
@@ -150,7 +203,8 @@ def extrapolated_bias(sims: Sequence[SimulationResult], ref: ReferenceSolution, 
     m = int(ok.sum())
     z_max = float((D0[ok].abs() / se[ok]).max()) if m else 0.0
     z_crit = NormalDist().inv_cdf(1 - alpha / (2 * max(m, 1)))
-    return Bias((s1.eta, s2.eta), float(D0.norm(dim=-1).max()), z_max, z_crit, m)
+    return Bias((s1.eta, s2.eta), float(D0.norm(dim=-1).max()), z_max, z_crit, m,
+                min(len(d1), len(d2)))
 
 
 def bias_verdict(bias: Optional[Bias]) -> dict:
@@ -158,13 +212,19 @@ def bias_verdict(bias: Optional[Bias]) -> dict:
     Bonferroni threshold (a bias that the step size cannot remove)."""
     claim = "weak error extrapolates to 0 as eta -> 0 (no bias floor)"
     if bias is None:
-        return {"claim": claim, "passed": False, "detail": "inconclusive: < 2 stable step sizes"}
+        return verdict(claim, False, "", inconclusive="< 2 stable step sizes")
+    if bias.replicas < MIN_REPLICAS:
+        return verdict(claim, False, "", inconclusive=(
+            f"{bias.replicas} replicas; a verdict needs replicas >= {MIN_REPLICAS} (MIN_REPLICAS)"))
+    if bias.entries == 0 or not _finite(bias.z_max, bias.z_crit, bias.sup):
+        return verdict(claim, False, "", inconclusive=(
+            f"degenerate statistic: z_max={bias.z_max}, sup |D_0|={bias.sup} over "
+            f"{bias.entries} entries with a standard error"))
     ok = bias.z_max <= bias.z_crit
-    return {"claim": claim, "passed": bool(ok),
-            "detail": (f"Richardson extrapolation from eta = {bias.etas[0]:g}, {bias.etas[1]:g}: "
+    return verdict(claim, ok, (f"Richardson extrapolation from eta = {bias.etas[0]:g}, {bias.etas[1]:g}: "
                        f"sup |D_0| = {bias.sup:.3g}, largest |D_0| / SE = {bias.z_max:.2f} over "
                        f"{bias.entries} (time, parameter) entries (must be <= {bias.z_crit:.2f}, "
-                       f"Bonferroni at family-wise {BIAS_ALPHA:g})")}
+                       f"Bonferroni at family-wise {BIAS_ALPHA:g})"))
 
 
 def fit_order(etas: Sequence[float], errs: Sequence[float]):
@@ -191,6 +251,7 @@ class Order:
     ci: tuple
     etas: list
     note: str = ""
+    replicas: Optional[int] = None     # the fewest replicas of a run it was fitted over
 
     def to_json(self) -> dict:
         f = (lambda v: None if v is None or not math.isfinite(v) else round(v, 4))
@@ -198,24 +259,32 @@ class Order:
                 "etas": self.etas, "note": self.note}
 
 
-def fitted_order(rows: Sequence[EtaErrors], kind: str, *, min_points: int = 3) -> Order:
+def fitted_order(rows: Sequence[EtaErrors], kind: str, *,
+                 min_points: int = MIN_ORDER_POINTS) -> Order:
     """Order of the ``"strong"`` or ``"weak"`` error over the usable step sizes, with a 95%
-    basic bootstrap interval."""
+    basic bootstrap interval (NaN, with the reason in ``note``, below :data:`MIN_BOOTSTRAP`
+    resamplings)."""
     use = [e for e in rows if e.stable and (kind == "strong" or e.resolved)]
     etas = [e.eta for e in use]
-    if len(use) < min_points:
+    reps = min((e.replicas for e in use if e.replicas is not None), default=None)
+    nan2 = (float("nan"), float("nan"))
+    if len(set(etas)) < min_points:
         why = ("unstable" if kind == "strong" else "unstable or below the noise floor")
-        return Order(float("nan"), (float("nan"), float("nan")), etas,
-                     f"only {len(use)} step size(s) usable (others {why}); need {min_points}")
+        return Order(float("nan"), nan2, etas,
+                     f"only {len(set(etas))} distinct step size(s) usable (others {why}); "
+                     f"need {min_points}", reps)
     est, _ = fit_order(etas, [getattr(e, kind) for e in use])
     boots = [getattr(e, "boot_" + kind) for e in use]
-    if all(b is not None for b in boots):
-        slopes = _slope_rows(etas, np.stack(boots, 1))
-        lo, hi = np.percentile(slopes, [2.5, 97.5])
-        ci = (float(2 * est - hi), float(2 * est - lo))     # basic (bias-reflecting) interval
-    else:
-        ci = (float("nan"), float("nan"))
-    return Order(est, ci, etas)
+    nboot = min(e.bootstrap for e in use)
+    if nboot < MIN_BOOTSTRAP or any(b is None for b in boots):
+        return Order(est, nan2, etas,
+                     f"no confidence interval: bootstrap={nboot} resamplings; a 95% interval "
+                     f"needs bootstrap >= {MIN_BOOTSTRAP} (MIN_BOOTSTRAP)", reps)
+    slopes = _slope_rows(etas, np.stack(boots, 1))
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    ci = (float(2 * est - hi), float(2 * est - lo))     # basic (bias-reflecting) interval
+    note = "" if _finite(est, *ci) else f"degenerate fit: estimate {est}, 95% CI {list(ci)}"
+    return Order(est, ci, etas, note, reps)
 
 
 def _fmt_ci(o: Order) -> str:
@@ -227,10 +296,14 @@ def order_verdict(o: Order, kind: str) -> dict:
     lo, hi = STRONG_BAND if kind == "strong" else WEAK_BAND
     target = 0.5 if kind == "strong" else 1.0
     claim = f"{kind} order within {target} +/- 0.3"
-    if not math.isfinite(o.estimate):
-        return {"claim": claim, "passed": False, "detail": "inconclusive: " + o.note}
+    if not _finite(o.estimate, *o.ci):
+        return verdict(claim, False, "", inconclusive=o.note or (
+            f"degenerate fit: estimate {o.estimate}, 95% CI {list(o.ci)}"))
+    if o.replicas is not None and o.replicas < MIN_REPLICAS:
+        return verdict(claim, False, "", inconclusive=(
+            f"{o.replicas} replicas; a verdict needs replicas >= {MIN_REPLICAS} (MIN_REPLICAS)"))
     ok = lo <= o.estimate <= hi
-    return {"claim": claim, "passed": bool(ok), "detail": f"fitted {kind} order " + _fmt_ci(o)}
+    return verdict(claim, ok, f"fitted {kind} order " + _fmt_ci(o))
 
 
 def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
@@ -239,16 +312,22 @@ def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
     claim = (f"wrong ODE S' = -grad C rejected (error does not fall with eta; "
              f">= {WRONG_MARGIN:g}x the right ODE's at the smallest eta)")
     use = [e for e in rows if e.stable and e.wrong is not None]
-    if len(use) < 2:
-        return {"claim": claim, "passed": False, "detail": "inconclusive: < 2 stable step sizes"}
+    if len({e.eta for e in use}) < 2:
+        return verdict(claim, False, "", inconclusive="< 2 distinct stable step sizes")
+    few = sample_problem(use)
+    if few:
+        return verdict(claim, False, "", inconclusive=few)
     slope, _ = fit_order([e.eta for e in use], [e.wrong for e in use])
     last = min(use, key=lambda e: e.eta)
     ratio = last.wrong / max(last.weak, last.noise_floor, 1e-300)
+    if not _finite(slope, ratio):
+        return verdict(claim, False, "", inconclusive=(
+            f"degenerate statistic: slope {slope}, ratio {ratio}"))
     ok = slope < WRONG_MAX_SLOPE and ratio >= WRONG_MARGIN
     detail = (f"wrong-ODE error slope {slope:.3f} (must be < {WRONG_MAX_SLOPE}); at eta = "
               f"{last.eta:g} it is {last.wrong:.4g} vs right-ODE weak error {last.weak:.4g} "
               f"(ratio {ratio:.1f}, must be >= {WRONG_MARGIN:g})")
-    return {"claim": claim, "passed": bool(ok), "detail": detail}
+    return verdict(claim, ok, detail)
 
 
 FOLLOWS = ("strong order within 0.5 +/- 0.3", "weak order within 1.0 +/- 0.3",
@@ -262,24 +341,57 @@ def follows_ode(verdicts: Sequence[dict]) -> bool:
     return len(got) >= 2 and all(got.values())
 
 
-def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
-    """(is the run detected as NOT following (2), evidence): it does not follow (2) (orders
-    or bias verdict) and its discrepancy is resolved: the weak error at the smallest stable
-    eta is at least 3x its noise floor, or the bias verdict found a floor beyond its
-    Bonferroni band (itself a resolved test)."""
+def _follows_status(verdicts: Sequence[dict]) -> tuple:
+    """(PASS | FAIL | INCONCLUSIVE, reason) of "the study follows (2)": FAIL as soon as one of
+    its order/bias verdicts FAILED, INCONCLUSIVE when none failed but one was inconclusive."""
+    got = [v for v in verdicts if v["claim"] in FOLLOWS]
+    if len(got) < 2:
+        return INCONCLUSIVE, "the study has no order verdicts"
+    sts = [status(v) for v in got]
+    if FAIL in sts:
+        return FAIL, ""
+    if INCONCLUSIVE in sts:
+        return INCONCLUSIVE, "; ".join(v["detail"].replace("inconclusive: ", "", 1)
+                                       for v in got if status(v) == INCONCLUSIVE)
+    return PASS, ""
+
+
+def _rejection(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
+    """``(detected, evidence, inconclusive reason or None)``, see :func:`rejected`."""
     stable = [e for e in rows if e.stable]
     if not stable:
-        return False, "no stable step size"
+        return False, "no stable step size", "no stable step size"
+    few = sample_problem(stable)
+    if few:
+        return False, few, few
     last = min(stable, key=lambda e: e.eta)
+    if not _finite(last.weak, last.noise_floor):
+        why = (f"degenerate statistic at eta = {last.eta:g}: weak error {last.weak}, noise "
+               f"floor {last.noise_floor}")
+        return False, why, why
     bias_v = next((v for v in verdicts if v["claim"] == FOLLOWS[2]), None)
     resolved = last.weak >= 3 * last.noise_floor      # a bias well above the noise
-    resolved = resolved or (bias_v is not None and not bias_v["passed"]
-                            and not bias_v["detail"].startswith("inconclusive"))
+    resolved = resolved or (bias_v is not None and status(bias_v) == FAIL)
     fails = not follows_ode(verdicts)
     weak_v = next(v for v in verdicts if v["claim"].startswith("weak order"))
     ev = (f"weak error at eta = {last.eta:g}: {last.weak:.4g} (noise floor {last.noise_floor:.2g}); "
           f"{weak_v['detail']}" + (f"; {bias_v['detail']}" if bias_v is not None else ""))
-    return bool(resolved and fails), ev
+    return bool(resolved and fails), ev, None
+
+
+def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
+    """(is the run detected as NOT following (2), evidence): it does not follow (2) (orders
+    or bias verdict) and its discrepancy is resolved: the weak error at the smallest stable
+    eta is at least 3x its noise floor, or the bias verdict found a floor beyond its
+    Bonferroni band (itself a resolved test). Never detected on degenerate statistics (too
+    few replicas, a NaN weak error or floor)."""
+    ok, ev, _ = _rejection(rows, verdicts)
+    return ok, ev
+
+
+def _fault(claim: str, study) -> dict:
+    ok, ev, why = _rejection(study.rows, study.verdicts)
+    return verdict(claim, ok, ev, inconclusive=why)
 
 
 def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
@@ -288,22 +400,19 @@ def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
     any of them None to skip)."""
     out = []
     if position_weighted is not None:
-        ok, ev = rejected(position_weighted.rows, position_weighted.verdicts)
-        out.append({"claim": "planted fault: position-weighted (non-invariant) F is rejected",
-                    "passed": ok, "detail": ev})
+        out.append(_fault("planted fault: position-weighted (non-invariant) F is rejected",
+                          position_weighted))
     if symmetrized is not None:
-        ok = follows_ode(symmetrized.verdicts)
+        st, why = _follows_status(symmetrized.verdicts)
         det = "; ".join(v["detail"] for v in symmetrized.verdicts if v["claim"] in FOLLOWS)
-        out.append({"claim": "its symmetrisation follows (2) (orders in band, no bias floor)",
-                    "passed": ok, "detail": det})
+        out.append(verdict("its symmetrisation follows (2) (orders in band, no bias floor)",
+                           st == PASS, det, inconclusive=why or None))
     if time_window is not None:
-        ok, ev = rejected(time_window.rows, time_window.verdicts)
         tau = time_window.config.get("tau")
-        out.append({"claim": f"planted fault: window='time' (latents stale by up to tau = {tau:g}) "
-                             "is rejected", "passed": ok, "detail": ev})
+        out.append(_fault(f"planted fault: window='time' (latents stale by up to tau = {tau:g}) "
+                          "is rejected", time_window))
     if leak_window is not None:
-        ok, ev = rejected(leak_window.rows, leak_window.verdicts)
-        out.append({"claim": "planted fault: gradient leaking into the window (window='leak': "
-                             "its latents re-encoded at theta with gradient) is rejected",
-                    "passed": ok, "detail": ev})
+        out.append(_fault("planted fault: gradient leaking into the window (window='leak': "
+                          "its latents re-encoded at theta with gradient) is rejected",
+                          leak_window))
     return out

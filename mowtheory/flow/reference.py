@@ -88,10 +88,12 @@ def solve_reference(problem: Problem, theta0, horizon: float, *, n: int, k: int,
     horizon = check_positive("horizon", horizon)
     kw = dict(n=n, k=k, reduction=reduction, balanced=balanced, ode=ode)
     effective_cost(problem, torch.as_tensor(theta0, dtype=DTYPE), **kw)   # validates
-    y0 = torch.as_tensor(theta0, dtype=DTYPE).detach().numpy().copy()
+    # the ODE runs on the host (scipy): a theta0 on an accelerator (a problem moved with
+    # .to("cuda")) is copied to the CPU; the drift's problem takes CPU thetas
+    y0 = torch.as_tensor(theta0, dtype=DTYPE).detach().cpu().numpy().copy()
 
     def rhs(_t, y):
-        return drift(problem, torch.from_numpy(np.ascontiguousarray(y)), **kw).numpy()
+        return drift(problem, torch.from_numpy(np.ascontiguousarray(y)), **kw).cpu().numpy()
 
     res = solve_ivp(rhs, (0.0, horizon), y0, method="DOP853", rtol=rtol, atol=atol,
                     dense_output=True)

@@ -1,6 +1,6 @@
 """The MoW replica simulator: R independent MoW_k(n) runs advanced together.
 
-One step of every replica (float64, plain gradient descent, DESIGN.md (1)):
+One step of every replica (float64, plain gradient descent, docs/theory.md (1)):
 
     fresh  = E_theta(x)                       x: (R, k, d) new examples, fresh: (R, k, D)
     cost   = F(cat[window, fresh]; V) + red_j G_theta(x_j)      (mow_loss of the core)
@@ -15,7 +15,7 @@ Time is ``t = step * eta``; ``horizon / eta`` steps are run. The window is a
 Options: init ``"encode"`` (the window starts as the encodings of n-k examples at theta_0)
 or ``"prior"`` (N(0, I) draws); refresh ``"post"``/``"pre"``; ``reduction``/``balanced`` of
 :func:`~mowtheory.mow.mow_loss`; ``window="steps"`` (the theorem's window, latents at most
-(n-k)/k steps old) or ``window="time"``, the falsifier of DESIGN.md: n and k are kept (so C
+(n-k)/k steps old) or ``window="time"``, the falsifier of docs/theory.md: n and k are kept (so C
 and the reference ODE are unchanged) but the frozen latents are the encodings, at a snapshot
 ``theta_snap`` of the parameters refreshed every ``L = ceil(tau / eta)`` steps, of the n-k most
 recent examples. Their staleness in *time* sweeps ``[0, tau)`` whatever eta is, so the bias does
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from .._validate import check_choice, check_int, check_positive
-from ..mow import REDUCTIONS, REFRESH_POLICIES, mow_loss
+from ..mow import REDUCTIONS, REFRESH_POLICIES, mow_loss, refreshed_latents
 from ..window import INIT_POLICIES, LatentWindow
 from .problems import DTYPE, Problem, get_problem
 
@@ -228,11 +228,9 @@ class _Window:
             self.win.push(x)
             if self.mode == "time" and (step + 1) % self.lag == 0:
                 self.snap = theta.clone()
-        elif self.refresh == "pre":
-            self.win.push(fresh)
         else:
-            with torch.no_grad():
-                self.win.push(self.problem.encode(theta, x))
+            self.win.push(refreshed_latents(self.refresh, fresh,
+                                            lambda: self.problem.encode(theta, x)))
 
 
 def _finite_ok(theta, blowup):

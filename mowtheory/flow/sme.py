@@ -32,7 +32,17 @@ import torch
 from ..window import LatentWindow
 from .problems import DTYPE
 from .reference import drift_jacobian
+from .rates import verdict
 from .simulate import Draws, mow_gradient
+
+CLAIM = ("fluctuations follow the stochastic modified equation Cov(S_eta - S) ~ eta P(t) "
+         "(long-run noise)")
+
+
+def min_replicas(tolerance: float) -> int:
+    """Replicas the SME verdict needs: the Monte Carlo error of a covariance from R replicas,
+    about ``sqrt(2/R)``, must be at most half the ``tolerance`` (``R >= 8 / tolerance^2``)."""
+    return math.ceil(8.0 / tolerance ** 2)
 
 
 def _lerp(grid: np.ndarray, A: np.ndarray, t: float) -> np.ndarray:
@@ -126,12 +136,21 @@ def check_sme(study, *, grid: int = 17, chains: int = 4096, seed: int = 0,
     at the horizon. The verdict holds when the relative error at the smallest eta is
     ``<= tolerance`` (the Monte Carlo error of a covariance from R replicas is about
     ``sqrt(2/R)``). ``prediction``: a result of :func:`predict_covariance` to reuse.
-    Returns a dict (JSON-ready) with a ``verdict``."""
+    Returns a dict (JSON-ready) with a ``verdict``: INCONCLUSIVE with fewer than
+    :func:`min_replicas` replicas (the Monte Carlo error would be as large as the tolerance),
+    no stable run, or a non-finite statistic."""
+    from .._validate import check_positive
+    tolerance = check_positive("tolerance", tolerance)
     c = study.config
     sims = [s for s in study.sims if s.stable]
     if not sims:
-        return {"verdict": {"claim": "SME covariance prediction", "passed": False,
-                            "detail": "no stable run"}}
+        return {"verdict": verdict(CLAIM, False, "", inconclusive="no stable run (or the "
+                                   "study kept no replicas: keep_sims=False)")}
+    R, need = min(s.replicas for s in sims), min_replicas(tolerance)
+    if R < need:
+        return {"verdict": verdict(CLAIM, False, "", inconclusive=(
+            f"{R} replicas; the SME verdict at tolerance {tolerance:g} needs replicas >= {need} "
+            f"(Monte Carlo error sqrt(2/R) = {math.sqrt(2 / R):.3f} must be <= tolerance/2)"))}
     pred = prediction if prediction is not None else predict_covariance(
         study.problem, study.ref, n=c["n"], k=c["k"], reduction=c["reduction"],
         balanced=c["balanced"], grid=grid, chains=chains, seed=seed)
@@ -152,15 +171,14 @@ def check_sme(study, *, grid: int = 17, chains: int = 4096, seed: int = 0,
                      "trace_ratio_T": float(np.trace(emp[-1]) / np.trace(at["P"][-1])),
                      "trace_ratio_T_naive": float(np.trace(emp[-1]) / np.trace(at["P_naive"][-1]))})
     last = min(rows, key=lambda r: r["eta"])
-    R = sims[0].replicas
     ok = last["rel_error"] <= tolerance
     detail = (f"at eta = {last['eta']:g}: ||Cov/eta - P||/||P|| = {last['rel_error']:.3f} "
               f"(tolerance {tolerance}, MC error ~ {math.sqrt(2 / R):.3f}), trace ratio "
               f"{last['trace_ratio_T']:.3f}; naive per-step noise: rel. error "
               f"{last['rel_error_naive']:.3f}, trace ratio {last['trace_ratio_T_naive']:.3f}")
-    return {"rows": rows, "verdict": {"claim": "fluctuations follow the stochastic modified "
-                                      "equation Cov(S_eta - S) ~ eta P(t) (long-run noise)",
-                                      "passed": bool(ok), "detail": detail},
+    bad = [k for k in ("rel_error", "trace_ratio_T") if not math.isfinite(last[k])]
+    why = f"degenerate statistic: {', '.join(f'{k}={last[k]}' for k in bad)}" if bad else None
+    return {"rows": rows, "verdict": verdict(CLAIM, ok, detail, inconclusive=why),
             "tolerance": tolerance,
             "trace_P_T": float(np.trace(pred["P"][-1])),
             "trace_P_naive_T": float(np.trace(pred["P_naive"][-1]))}

@@ -11,6 +11,7 @@ Seeds: theta_0 from ``torch.Generator().manual_seed(seed)``; the run at the i-th
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -19,8 +20,8 @@ import torch
 
 from .._validate import check_int, check_positive
 from .problems import get_problem
-from .rates import (bias_verdict, errors, extrapolated_bias, fitted_order, order_verdict,
-                    wrong_ode_verdict)
+from .rates import (MIN_BOOTSTRAP, bias_verdict, errors, extrapolated_bias, fitted_order,
+                    order_verdict, wrong_ode_verdict)
 from .reference import ReferenceSolution, solve_reference
 from .simulate import _check_common, simulate
 
@@ -87,6 +88,80 @@ class Study:
         return "\n".join(lines)
 
 
+#: step sizes a study needs at least (an order is a slope; the bias extrapolation uses two)
+MIN_ETAS = 2
+
+
+def check_etas(etas) -> list:
+    """The study's step sizes, largest first: a sequence of at least :data:`MIN_ETAS`
+    **distinct** finite numbers > 0 (one rule for :func:`run_study` and ``mowtheory flow
+    --etas``; ``None`` means the problem's defaults and is resolved by the caller)."""
+    if isinstance(etas, (str, bytes)) or not hasattr(etas, "__iter__"):
+        raise TypeError(f"etas must be a sequence of step sizes, e.g. [0.01, 0.005]; "
+                        f"got etas={etas!r}")
+    vals = sorted((check_positive("etas", e) for e in etas), reverse=True)
+    if len(vals) < MIN_ETAS:
+        raise ValueError(f"etas must hold at least {MIN_ETAS} distinct step sizes to fit an "
+                         f"order; got etas={list(etas)!r}")
+    dup = sorted({e for i, e in enumerate(vals) if i and e == vals[i - 1]}, reverse=True)
+    if dup:
+        raise ValueError(f"etas must be distinct step sizes (an order is fitted through "
+                         f"them); got etas={list(etas)!r}, repeating {dup}")
+    return vals
+
+
+#: recorded times per run by default (always allowed, even above a short run's step count)
+DEFAULT_RECORD = 32
+
+
+def max_record(horizon: float, etas) -> int:
+    """The most recorded times a study accepts: the step count ``horizon / eta`` of its
+    smallest step size (a run has no more distinct times to record), or
+    :data:`DEFAULT_RECORD` when that is larger."""
+    return max(DEFAULT_RECORD, int(round(horizon / min(etas))))
+
+
+def memory_estimate(prob, *, n: int, k: int, etas, replicas: int, horizon: float,
+                    record: int, bootstrap: int) -> int:
+    """A lower bound, in bytes, of the memory a study holds at its peak: the recorded
+    parameters ``(R, J, P)`` float64 of every run (kept for the bias and the plot), one
+    step's data, prior and window ``(R, n, d + 2 D)``, its pairwise block ``(R, n, n)``, the
+    bootstrap weights ``(B, R)`` and resampled curves ``(B, J, P)`` with
+    ``J = min(record, steps) + 1``."""
+    P, d, D = prob.n_params, prob.data_dim, prob.latent_dim
+    J = min(record, int(round(horizon / min(etas)))) + 1
+    kept = len(etas) * replicas * J * P
+    step = replicas * (n * (d + 2 * D) + n * n + 4 * P)
+    boot = bootstrap * (replicas + J * P)
+    return 8 * (kept + step + boot)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 62
+
+
+def _check_resources(prob, *, n, k, etas, replicas, horizon, record, bootstrap) -> None:
+    """Refuse a study that cannot fit in this machine's memory, naming the option to lower."""
+    most = max_record(horizon, etas)
+    if record > most:
+        raise ValueError(f"record must be <= {most}, the step count horizon / eta at the "
+                         f"smallest eta = {min(etas):g} (a run has no more times to record; "
+                         f"{DEFAULT_RECORD} is always allowed); got record={record}")
+    need, have = memory_estimate(prob, n=n, k=k, etas=etas, replicas=replicas,
+                                 horizon=horizon, record=record, bootstrap=bootstrap), \
+        _physical_memory()
+    if need > have:
+        per = need / replicas
+        raise ValueError(f"replicas={replicas} needs at least {need / 2 ** 30:.3g} GiB "
+                         f"(about {per:.3g} bytes a replica over {len(etas)} step sizes, "
+                         f"{min(record, most) + 1} recorded times), more than this machine's "
+                         f"{have / 2 ** 30:.3g} GiB: lower --replicas (replicas <= "
+                         f"{int(have // per)}), --record or --bootstrap")
+
+
 def default_etas(problem) -> list:
     """The problem's suggested step sizes (``problem.defaults["etas"]``)."""
     return list(problem.defaults.get("etas", (0.04, 0.02, 0.01, 0.005, 0.0025)))
@@ -99,29 +174,48 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
               refresh: str = "post", reduction: str = "sum", balanced: bool = False,
               window: str = "steps", tau: Optional[float] = None, record: int = 32,
               bootstrap: int = 200, progress: bool = False, keep_sims: bool = True,
-              desc: Optional[str] = None) -> Study:
+              desc: Optional[str] = None,
+              references: Optional[tuple] = None) -> Study:
     """Run the study and return a :class:`Study`. ``None`` arguments take the problem's
-    defaults (``problem.defaults``: n, k, horizon, etas)."""
+    defaults (``problem.defaults``: n, k, horizon, etas). ``etas``: at least 2 distinct step
+    sizes (:func:`check_etas`). ``bootstrap``: 0 (no confidence intervals: the order verdicts
+    are INCONCLUSIVE) or at least :data:`~.rates.MIN_BOOTSTRAP`. A study with fewer than
+    :data:`~.rates.MIN_REPLICAS` replicas runs, and its verdicts are INCONCLUSIVE. Every
+    argument, and the memory the study needs (:func:`memory_estimate`), is checked before
+    the first step. ``references``: ``(ref, wrong)`` already solved for this problem,
+    theta_0 and options (:func:`~.reference.solve_reference`; ``wrong`` may be None), to
+    reuse them across studies of the same flow (planted faults of an expensive problem)."""
     t0 = time.perf_counter()
     prob = get_problem(problem, **(params or {}))
     dflt = prob.defaults
     n = check_int("n", dflt.get("n", 8) if n is None else n, low=2)
     k = check_int("k", dflt.get("k", 1) if k is None else k, low=1, high=n, high_name="n")
     horizon = check_positive("horizon", dflt.get("horizon", 1.0) if horizon is None else horizon)
-    etas = sorted((check_positive("etas", e) for e in (etas or default_etas(prob))), reverse=True)
-    if len(etas) < 2:
-        raise ValueError(f"etas must hold at least 2 step sizes to fit an order; got {etas}")
+    etas = check_etas(default_etas(prob) if etas is None else etas)
     replicas = check_int("replicas", replicas, low=2)
     seed = check_int("seed", seed, low=0)
+    record = check_int("record", record, low=1)
+    bootstrap = check_int("bootstrap", bootstrap, low=0)
+    if 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"bootstrap must be 0 (no confidence intervals) or >= {MIN_BOOTSTRAP} "
+                         f"(a 95% interval needs that many resamplings); got bootstrap={bootstrap}")
+    for name, flag in (("balanced", balanced), ("progress", progress), ("keep_sims", keep_sims)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool; got {name}={flag!r}")
     if window == "time" and tau is None:
         tau = horizon / 4
     theta0 = prob.theta0(torch.Generator().manual_seed(seed))
     kw = dict(n=n, k=k, reduction=reduction, balanced=balanced)
     for eta in etas:   # validate every option before the long part
         _check_common(prob, theta0, n, k, eta, horizon, replicas, init, refresh, reduction,
-                      window, tau, record)
-    ref = solve_reference(prob, theta0, horizon, ode="mow", **kw)
-    wrong = solve_reference(prob, theta0, horizon, ode="wrong", **kw)
+                      window, tau, min(record, DEFAULT_RECORD))
+    _check_resources(prob, n=n, k=k, etas=etas, replicas=replicas, horizon=horizon,
+                     record=record, bootstrap=bootstrap)
+    if references is not None:
+        ref, wrong = references
+    else:
+        ref = solve_reference(prob, theta0, horizon, ode="mow", **kw)
+        wrong = solve_reference(prob, theta0, horizon, ode="wrong", **kw)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -145,7 +239,7 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
     bias = extrapolated_bias(sims, ref)
     verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak"),
                 bias_verdict(bias)]
-    if k < n:
+    if k < n and wrong is not None:
         verdicts.append(wrong_ode_verdict(rows))
     plain = (int, float, str, bool, list, tuple, type(None))
     config = dict(problem=prob.name, n=n, k=k, horizon=horizon, replicas=replicas, seed=seed,

@@ -6,8 +6,10 @@ Example::
     mowtheory train ... --out runs/cwae-k1 --resume        # continue after an interruption
 
 Writes ``metrics.jsonl``, ``report.json``, ``checkpoint.pt`` and the PNG figures in ``--out``.
-Exit status: 0 done, 2 bad input (one-line message), 3 non-finite loss (the last good
-checkpoint is kept).
+Exit status: 0 done, 2 bad input or an I/O error (one-line message naming the file and what
+was kept), 3 non-finite loss (the last good checkpoint is kept), 143 / 130 after SIGTERM /
+SIGINT (the current step finished and its checkpoint written; continue with ``--resume``).
+One run at a time writes an ``--out`` folder (a lock; a second is refused naming the PID).
 
 Several processes: ``torchrun --nproc_per_node=P -m mowtheory train ... --distributed``; each
 process reads k examples a step (the step of one process with k·P), rank 0 writes the files.
@@ -32,7 +34,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "train", help="train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n)",
+        "train", help="train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) (or --method "
+             "minibatch / gradcache)",
         description=(
             "Train an autoencoder with MoW_k(n): each step encodes k fresh examples and lets the "
             "batch cost F see them together with the n-k frozen latents of the window. "
@@ -56,6 +59,14 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--resolution", type=int, default=None,
                    help="image side for celeba/ffhq (default 64/1024)")
     g.add_argument("--limit", type=int, default=None, help="use the first LIMIT training examples")
+    t = p.add_argument_group("method")
+    t.add_argument("--method", choices=("mow", "minibatch", "gradcache"), default="mow",
+                   help="mow: k examples a step against a window of n-k frozen latents; "
+                        "minibatch: standard training, n examples a step; gradcache: the same "
+                        "n-batch step and gradient in the activation memory of --chunk examples "
+                        "(the n-batch methods ignore --k, --init, --refresh)")
+    t.add_argument("--chunk", type=int, default=1,
+                   help="gradcache: examples encoded at a time (1 <= chunk <= n)")
     m = p.add_argument_group("MoW")
     m.add_argument("--n", "--batch-n", dest="n", type=int, default=64,
                    help="batch size seen by the batch cost F (--batch-n is the same option; "
@@ -69,9 +80,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "experiments (the authors' code) used; sum is the theorem's cost")
     m.add_argument("--balanced", action="store_true",
                    help="scale the F-term by n/k (balanced MoW: the balance of standard training)")
-    m.add_argument("--init", choices=("encode", "prior"), default="encode",
-                   help="window init: encode n-k training examples at theta_0 (paper) or "
-                        "N(0, I) draws (authors' code)")
+    m.add_argument("--init", choices=("encode", "prior", "prior-once"), default="encode",
+                   help="window init: encode n-k training examples at theta_0 (paper); prior: "
+                        "N(0, I) draws at the start of every epoch, write position reset "
+                        "(authors' code); prior-once: N(0, I) draws before the first step only")
     m.add_argument("--refresh", choices=("post", "pre"), default="post",
                    help="store latents re-encoded after the update (paper) or those from before "
                         "it (authors' code)")
@@ -84,7 +96,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     o.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("run")
     r.add_argument("--out", default=None,
-                   help="output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED)")
+                   help="output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED; "
+                        "-minibatch or -gradcache-cC in place of -kK for those methods)")
     r.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.pt (the configuration must match)")
     r.add_argument("--overwrite", action="store_true",
@@ -127,12 +140,15 @@ def config_from_args(args):
     from .trainer import TrainConfig
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = args.out or (f"runs/{args.model}-{args.dataset}-n{args.n}-k{args.k}"
-                       f"{'-balanced' if args.balanced else ''}-s{args.seed}")
+    what = (f"k{args.k}{'-balanced' if args.balanced else ''}" if args.method == "mow" else
+            args.method + (f"-c{args.chunk}" if args.method == "gradcache" else ""))
+    out = (args.out if args.out is not None     # --out "" is refused, not replaced
+           else f"runs/{args.model}-{args.dataset}-n{args.n}-{what}-s{args.seed}")
     return TrainConfig(
         model=args.model, dataset=args.dataset, out=out, n=args.n, k=args.k, lr=args.lr,
         optimizer=args.optimizer, epochs=args.epochs, lam=args.lam, reduction=args.reduction,
-        balanced=args.balanced, init=args.init, refresh=args.refresh, device=device,
+        balanced=args.balanced, init=args.init, refresh=args.refresh, method=args.method,
+        chunk=args.chunk, device=device,
         seed=args.seed, arch=args.arch, latent_dim=args.latent_dim, resolution=args.resolution,
         data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit,
         distance_n=args.distance_n, eval_every=args.eval_every,
@@ -143,15 +159,34 @@ def config_from_args(args):
         distributed=args.distributed, dist_timeout=args.dist_timeout)
 
 
+def _warn_inapplicable(cfg) -> None:
+    """A warning (stderr) for options that do not apply to the chosen model or dataset."""
+    from .data import DATASETS
+    from .trainer import TrainConfig
+    default = TrainConfig.__dataclass_fields__["swae_directions"].default
+    if cfg.model != "swae" and cfg.swae_directions != default:
+        print(f"mowtheory train: warning: --swae-directions {cfg.swae_directions} applies to "
+              f"--model swae only; ignored with --model {cfg.model}", file=sys.stderr)
+    if cfg.data_dir is not None and DATASETS[cfg.dataset].get("bundled"):
+        print(f"mowtheory train: warning: --data-dir applies to datasets read from files; "
+              f"{cfg.dataset!r} is bundled, --data-dir {cfg.data_dir!r} is ignored",
+              file=sys.stderr)
+
+
 def run(args) -> int:
+    from ._signals import Interrupted
     from .trainer import NonFiniteLoss, train
 
     cfg = config_from_args(args)
+    _warn_inapplicable(cfg)
     try:
         report = train(cfg)
     except NonFiniteLoss as exc:
         print(f"mowtheory train: error: {exc}", file=sys.stderr)
         return 3
+    except Interrupted as exc:                 # SIGTERM 143, SIGINT 130, checkpoint written
+        print(f"mowtheory train: {exc}", file=sys.stderr)
+        return exc.exit_status
     if report.get("rank", 0) != 0:
         return 0                      # rank 0 reports for every process
     fm = report["final_metrics"]

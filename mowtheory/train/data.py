@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import pickle
 import struct
 from pathlib import Path
@@ -310,6 +311,10 @@ def _load_idx_split(root: Path, name: str, split: str) -> np.ndarray:
 # ---- CIFAR-10 python batches ---------------------------------------------------------------
 
 
+#: the largest file read as a CIFAR-10 batch (a real one is about 31 MB)
+CIFAR_MAX_BYTES = 256 * 1024 ** 2
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, bytes and numpy arrays only: a data file cannot run code."""
 
@@ -338,11 +343,15 @@ def read_cifar_batch(path) -> np.ndarray:
     is not such a dict.
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > CIFAR_MAX_BYTES:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch: {size} bytes, more than "
+                         f"{CIFAR_MAX_BYTES} (a batch of 10,000 images is about 31 MB)")
     try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
+        # from memory: a length field in random bytes can ask for at most what the file holds
+        obj = _ArrayUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            ImportError, IndexError, KeyError, struct.error) as e:
+            ImportError, IndexError, KeyError, struct.error, MemoryError, OverflowError) as e:
         raise ValueError(f"{path}: not a CIFAR-10 python batch (expected a pickled dict with "
                          f"b'data': uint8 array N×3072): cannot unpickle: {e}") from e
     if not isinstance(obj, dict):

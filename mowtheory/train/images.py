@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .._io import atomic_savefig
 from .metrics import decode_all, encode_decode
 
 
@@ -60,9 +61,10 @@ def save_grid(images: torch.Tensor, path, *, nrow: int, title: Optional[str] = N
     if title:
         fig.suptitle(title, fontsize=8, y=0.995)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
     return path
 
 

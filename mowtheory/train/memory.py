@@ -1,6 +1,8 @@
 """Peak training memory of MoW_k(n) on the FFHQ-style autoencoder, one subprocess a point.
 
-A child process (``python -m mowtheory.train.memory --resolution R --k K ...``) builds
+A child process (``python -m mowtheory.train.memory --resolution R --k K ...``; with
+``--method gradcache --chunk C`` a :class:`~mowtheory.gradcache.GradCache` step over n
+examples, C at a time, instead of the MoW step) builds
 ``build_autoencoder("ffhq", resolution=R)``, a CWAE cost, Adam and a window initialised from
 the prior (the steady state of the step is measured, not the one-off encoding of n - k
 examples), runs a few MoW steps on random images and prints one JSON line with two measures
@@ -137,11 +139,19 @@ def _run(torch, args, device) -> dict:
     def per_example(x, z):
         return (model.decode(z) - x).pow(2).flatten(1).sum(1)
 
-    mow = MoW(model.encode, costs.get("cwae"), n=args.n, k=args.k, latent_dim=model.latent_dim,
-              per_example=per_example, reduction="sqrt_mean", generator=gen, device=device)
-    mow.init_window("prior")
+    if args.method == "gradcache":      # n examples a step, activations of `chunk` at a time
+        from mowtheory.gradcache import GradCache
+        mow = GradCache(model.encode, costs.get("cwae"), n=args.n, chunk=args.chunk,
+                        per_example=per_example, reduction="sqrt_mean", generator=gen,
+                        device=device)
+    else:
+        mow = MoW(model.encode, costs.get("cwae"), n=args.n, k=args.k,
+                  latent_dim=model.latent_dim, per_example=per_example, reduction="sqrt_mean",
+                  generator=gen, device=device)
+        mow.init_window("prior")
+    per_step = args.n if args.method == "gradcache" else args.k
     g = torch.Generator().manual_seed(2)
-    x = torch.rand(args.k, 3, args.resolution, args.resolution, generator=g).to(device)
+    x = torch.rand(per_step, 3, args.resolution, args.resolution, generator=g).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -153,10 +163,14 @@ def _run(torch, args, device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    out = {"resolution": args.resolution, "k": args.k, "n": args.n, "steps": args.steps,
+    out = {"resolution": args.resolution, "n": args.n, "steps": args.steps,
+           "k": args.k if args.method == "mow" else None,
+           "method": args.method, "chunk": args.chunk if args.method == "gradcache" else None,
+           "examples_per_step": per_step,
            "device": str(device), "params": sum(p.numel() for p in model.parameters()),
            "peak_rss_mb": _maxrss_kb() / 1024, "setup_rss_mb": setup_kb / 1024,
-           "step_s": min(times), "loss": float(parts.total)}
+           "step_s": min(times), "example_s": min(times) / per_step,
+           "loss": float(parts.total)}
     out["train_increase_mb"] = out["peak_rss_mb"] - out["setup_rss_mb"]
     if device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -164,7 +178,8 @@ def _run(torch, args, device) -> dict:
 
 
 def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str = "cpu",
-            threads: int = 1, timeout: float = 1800.0, tensors: bool = True) -> dict:
+            threads: int = 1, timeout: float = 1800.0, tensors: bool = True,
+            method: str = "mow", chunk: int = 1) -> dict:
     """Peak memory of a few MoW_k(n) training steps at ``resolution`` in a fresh subprocess
     (``python -m mowtheory.train.memory``).
 
@@ -172,13 +187,16 @@ def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str
     ``tensor_peak_mb`` (and on CUDA ``cuda_max_allocated_mb``), or with ``error``. On CPU the
     tensor count needs the profiler, which costs RSS and time of its own, so it runs in a
     second child (``tensors=False`` skips it): the RSS and the step time come from a child
-    without the profiler.
+    without the profiler. ``method="gradcache"``: a :class:`mowtheory.gradcache.GradCache`
+    step over n examples with ``chunk`` at a time instead of MoW_k(n) (``k`` unused).
     """
     cmd = [sys.executable, "-m", "mowtheory.train.memory", "--resolution", str(resolution),
            "--k", str(k), "--n", str(n), "--steps", str(steps), "--device", device,
-           "--threads", str(threads)]
+           "--threads", str(threads), "--method", method, "--chunk", str(chunk)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    where = {"resolution": resolution, "k": k, "n": n}
+    where = {"resolution": resolution, "k": k if method == "mow" else None, "n": n,
+             "method": method,
+             "chunk": chunk if method == "gradcache" else None}
 
     def run(extra):
         try:
@@ -225,6 +243,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--method", choices=("mow", "gradcache"), default="mow")
+    p.add_argument("--chunk", type=int, default=1, help="gradcache: examples at a time")
     p.add_argument("--no-tensor-peak", dest="tensor_peak", action="store_false",
                    help="CPU: do not count tensor bytes (no profiler)")
     print(json.dumps(child(p.parse_args(argv))))

@@ -255,7 +255,8 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
     path = cache_dir / f"fdnet-{name}-{c}x{h}x{w}-{kind}-v{FEATURE_NET_VERSION}-{key}.pt"
     net = SmallClassifier(c, h, n_classes)
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        from .checkpoint import load_saved
+        blob = load_saved(path)                # checksum verified
         net.load_state_dict(blob["state_dict"])
         info = dict(blob["info"], cached=True, path=str(path))
         return net.to(device).eval(), info

@@ -16,14 +16,18 @@ paper (Tabor et al. 2018) for MNIST and CIFAR-10 and a WAE-style convolutional s
 Fashion-MNIST and CelebA; FFHQ is trained at 1024×1024. The layer lists below were checked
 against the authors' public code (``gmum/MoW`` for Fashion-MNIST, ``gmum/cwae`` and
 ``gmum/cwae-pytorch`` for MNIST and CIFAR-10, ``gmum/mow-pytorch`` for CelebA); each builder's
-docstring says where the appendix text is ambiguous and which reading was taken.
+docstring says where the appendix text is ambiguous and which reading was taken. Where the
+TensorFlow code and the later PyTorch port differ (the CIFAR-10 encoder's padding), the paper's
+name builds the TensorFlow variant, the one the paper's experiments ran, and the port's has
+its own name (``cifar10-padded``).
 
 =========  ===========  =====  ==============================================================
 name       input        D      layers
 =========  ===========  =====  ==============================================================
 mnist      1×28×28      20     FC 784-200-200-200-D / D-200-200-200-784 (ReLU, sigmoid out)
 fashion    1×28×28      8      conv4×4/2 128-256-512-1024 → FC D / FC 7·7·1024 → deconv
-cifar10    3×32×32      64     CWAE: conv2×2 (3, 32/2, 32, 32) → FC 128 → D, mirrored
+cifar10    3×32×32      64     CWAE (TF code): unpadded conv2×2 (3, 32/2, 32, 32) → FC 128 → D
+cifar10-p  3×32×32      64     ``cifar10-padded``: the PyTorch port's padded convolutions
 celeba     3×64×64      32     WAE: conv4×4/2 128-256-512-1024 → D / FC 8·8·1024 → deconv
 ffhq       3×R×R        64     ours: log2(R)−2 stride-2 stages down to 4×4, R = 1024 default
 digits     1×8×8        8      ours: FC 64-128-64-D / D-64-128-64
@@ -244,31 +248,10 @@ def _fashion(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
                        input_shape=(channels, resolution, resolution), arch="fashion")
 
 
-def _cifar10(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
-    """CIFAR-10 (paper Appendix A, from CWAE): convolutional, latent 64, no normalisation.
-
-    Encoder: four 2×2 convolutions with ReLU — 3 channels stride 1, 32 channels stride 2,
-    32 stride 1, 32 stride 1 (stride-1 ones "SAME"-padded on the right/bottom, so
-    32 → 32 → 16 → 16 → 16) — flatten (16·16·32 = 8192), linear 128 + ReLU, linear to D.
-    Decoder: linear 128 + ReLU, linear 8192 + ReLU, reshape to 32×16×16, two 2×2 "SAME"
-    transposed convolutions (32 channels, ReLU), a 3×3 stride-2 transposed convolution
-    (32 channels, ReLU; 16 → 33) and a 2×2 "valid" convolution to C channels with sigmoid
-    (33 → 32).
-
-    Ambiguity: the appendix calls the last decoder layer a 2×2 *transposed* convolution, which
-    would turn 33 into 34 pixels; the authors' code uses an ordinary 2×2 convolution, the only
-    reading that yields 32×32, and so do we. ``resolution`` (even) generalises the 32.
-    """
-    r, h = resolution, resolution // 2
-    pad = nn.ZeroPad2d((0, 1, 0, 1))
-    enc = nn.Sequential(
-        pad, nn.Conv2d(channels, 3, 2), nn.ReLU(),
-        nn.Conv2d(3, 32, 2, 2), nn.ReLU(),
-        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(32, 32, 2), nn.ReLU(),
-        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(32, 32, 2), nn.ReLU(),
-        nn.Flatten(1), nn.Linear(32 * h * h, 128), nn.ReLU(), nn.Linear(128, latent_dim),
-    )
-    dec = nn.Sequential(
+def _cifar10_decoder(latent_dim: int, resolution: int, channels: int) -> nn.Sequential:
+    """The CIFAR-10 decoder of CWAE (the same in the TensorFlow code and in the PyTorch port)."""
+    h = resolution // 2
+    return nn.Sequential(
         nn.Linear(latent_dim, 128), nn.ReLU(),
         nn.Linear(128, 32 * h * h), nn.ReLU(), _Unflatten(32, h, h),
         # TF conv2d_transpose(2×2, stride 1, SAME) keeps the size: pad right/bottom, crop 1.
@@ -277,8 +260,64 @@ def _cifar10(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
         nn.ConvTranspose2d(32, 32, 3, 2), nn.ReLU(),          # h -> 2h + 1 = r + 1
         nn.Conv2d(32, channels, 2), nn.Sigmoid(),              # r + 1 -> r
     )
-    return Autoencoder(enc, dec, latent_dim=latent_dim, input_shape=(channels, r, r),
-                       arch="cifar10")
+
+
+def _cifar10_valid_sizes(resolution: int) -> tuple[int, int, int, int]:
+    """Feature-map sides of the unpadded (TensorFlow "valid") CIFAR-10 encoder on a
+    ``resolution``² input: after the 2×2 stride-1, 2×2 stride-2, 2×2 and 2×2 convolutions
+    (``(32, 32)`` → ``(31, 15, 14, 13)``; the flattened features are ``32 · 13² = 5408``)."""
+    a = resolution - 1
+    b = (a - 2) // 2 + 1
+    return a, b, b - 1, b - 2
+
+
+def _cifar10(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
+    """CIFAR-10, the paper's architecture (Appendix A, from CWAE), as in the authors'
+    TensorFlow code (``gmum/cwae``, which ``gmum/MoW`` builds on): convolutional, latent 64, no
+    normalisation.
+
+    Encoder: four 2×2 convolutions with ReLU and **no padding** (TF ``conv2d`` defaults to
+    ``"valid"``) — 3 channels stride 1, 32 channels stride 2, 32 stride 1, 32 stride 1, so
+    32 → 31 → 15 → 14 → 13 — flatten (13·13·32 = 5408), linear 128 + ReLU, linear to D.
+    Decoder: linear 128 + ReLU, linear 8192 + ReLU, reshape to 32×16×16, two 2×2 "SAME"
+    transposed convolutions (32 channels, ReLU), a 3×3 stride-2 transposed convolution
+    (32 channels, ReLU; 16 → 33) and a 2×2 "valid" convolution to C channels with sigmoid
+    (33 → 32). (TF reshapes the 8192 features channels-last, PyTorch channels-first: the same
+    family of functions, the dense layer's outputs permuted.)
+
+    Ambiguity: the appendix calls the last decoder layer a 2×2 *transposed* convolution, which
+    would turn 33 into 34 pixels; the authors' code uses an ordinary 2×2 convolution, the only
+    reading that yields 32×32, and so do we. ``resolution`` (even, ``>= 8``) generalises the
+    32. The padded variant of the later PyTorch port is ``"cifar10-padded"``.
+    """
+    r = resolution
+    side = _cifar10_valid_sizes(r)[-1]
+    enc = nn.Sequential(
+        nn.Conv2d(channels, 3, 2), nn.ReLU(),
+        nn.Conv2d(3, 32, 2, 2), nn.ReLU(),
+        nn.Conv2d(32, 32, 2), nn.ReLU(),
+        nn.Conv2d(32, 32, 2), nn.ReLU(),
+        nn.Flatten(1), nn.Linear(32 * side * side, 128), nn.ReLU(), nn.Linear(128, latent_dim),
+    )
+    return Autoencoder(enc, _cifar10_decoder(latent_dim, r, channels), latent_dim=latent_dim,
+                       input_shape=(channels, r, r), arch="cifar10")
+
+
+def _cifar10_padded(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
+    """CIFAR-10 as in the later PyTorch port of CWAE (``gmum/cwae-pytorch``), **not** the
+    paper's TensorFlow code: the stride-1 encoder convolutions are zero-padded on the
+    right/bottom, so 32 → 32 → 16 → 16 → 16 and the flattened features are 16·16·32 = 8192.
+    Otherwise as :func:`_cifar10` (same decoder). ``resolution``: even."""
+    r, h = resolution, resolution // 2
+    enc = nn.Sequential(
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(channels, 3, 2), nn.ReLU(),
+        nn.Conv2d(3, 32, 2, 2), nn.ReLU(),
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(32, 32, 2), nn.ReLU(),
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(32, 32, 2), nn.ReLU(),
+        nn.Flatten(1), nn.Linear(32 * h * h, 128), nn.ReLU(), nn.Linear(128, latent_dim),
+    )
+    return Autoencoder(enc, _cifar10_decoder(latent_dim, r, channels), latent_dim=latent_dim,
+                       input_shape=(channels, r, r), arch="cifar10-padded")
 
 
 def _celeba(latent_dim: int, resolution: int, channels: int) -> Autoencoder:
@@ -384,8 +423,15 @@ ARCHS: dict[str, dict] = {
     },
     "cifar10": {
         "latent_dim": 64, "input_shape": (3, 32, 32), "source": "paper Appendix A",
-        "description": "2x2 convolutions (3, 32 stride 2, 32, 32), dense 128; mirrored decoder "
-                       "with dense 8192 (CIFAR-10, from the CWAE paper)",
+        "description": "unpadded 2x2 convolutions (3, 32 stride 2, 32, 32: 32->31->15->14->13, "
+                       "flatten 5408), dense 128; decoder dense 128, 8192, transposed "
+                       "convolutions (CIFAR-10, the CWAE/MoW TensorFlow code)",
+        "resolution": "an even integer >= 8",
+    },
+    "cifar10-padded": {
+        "latent_dim": 64, "input_shape": (3, 32, 32), "source": "authors' PyTorch port",
+        "description": "as cifar10 but the stride-1 encoder convolutions padded right/bottom "
+                       "(32->32->16->16->16, flatten 8192), as in gmum/cwae-pytorch",
         "resolution": "an even integer >= 2",
     },
     "celeba": {
@@ -411,7 +457,8 @@ ARCHS: dict[str, dict] = {
 _BUILDERS: dict[str, tuple[Callable[..., Autoencoder], Callable[[int], bool]]] = {
     "mnist": (_mnist, lambda r: r >= 1),
     "fashion": (_fashion, lambda r: r % 4 == 0),
-    "cifar10": (_cifar10, lambda r: r % 2 == 0),
+    "cifar10": (_cifar10, lambda r: r % 2 == 0 and r >= 8),
+    "cifar10-padded": (_cifar10_padded, lambda r: r % 2 == 0),
     "celeba": (_celeba, lambda r: r % 16 == 0),
     "ffhq": (_ffhq, _pow2),
     "digits": (_digits, lambda r: r >= 1),
@@ -425,7 +472,8 @@ def build_autoencoder(arch: str, *, latent_dim: int | None = None, resolution: i
     Parameters
     ----------
     arch : str
-        ``"mnist"``, ``"fashion"``, ``"cifar10"``, ``"celeba"``, ``"ffhq"`` or ``"digits"``.
+        ``"mnist"``, ``"fashion"``, ``"cifar10"``, ``"cifar10-padded"``, ``"celeba"``,
+        ``"ffhq"`` or ``"digits"``.
     latent_dim : int, optional
         Latent dimension D; default ``ARCHS[arch]["latent_dim"]`` (the paper's).
     resolution : int, optional

@@ -1,6 +1,6 @@
 """Autoencoder training with MoW_k(n): configuration, loop, evaluation, checkpoints.
 
-The objective of one step (DESIGN.md, "The mathematics")::
+The objective of one step (docs/theory.md, "The mathematics")::
 
     total = (n/k if balanced else 1) * lam * F(window, E(x_1..x_k); V) + red_j G(x_j)
     G(x)  = sum_{c,h,w} (decode(encode(x)) - x)^2         (summed squared error of one example)
@@ -12,11 +12,18 @@ fresh random directions each step, ``gmmn`` Gaussian-kernel MMD², ``energy`` en
 ``"sqrt_mean"`` (square root of the batch mean, as in the authors' code; the default here,
 since it is what the paper's experiments trained with).
 
+Methods (``method``, :mod:`mowtheory.train.methods`): ``"mow"`` (above; the default),
+``"minibatch"`` (standard training: ``lam * F(E(x_1..x_n); V) + red_i G(x_i)`` over n examples
+a step) and ``"gradcache"`` (that step with the same gradient, encoding ``chunk`` examples at a
+time); everything else (data order, metrics, figures, checkpoints, resume) is shared, with n
+in place of k examples a step for the n-batch methods.
+
 Data order: epoch e takes the next k examples of a permutation drawn from a seeded
 ``torch.Generator`` whose state is checkpointed; the last ``N mod k`` examples of each
 permutation are skipped. The window is initialised by encoding ``n - k`` training examples
-at theta_0 (``init="encode"``, the paper) or with N(0, I) draws (``init="prior"``, the
-authors' code).
+at theta_0 (``init="encode"``, the paper), or with N(0, I) draws redrawn at the start of
+**every epoch**, write position reset (``init="prior"``, the authors' training loop), or with
+N(0, I) draws once at the start only (``init="prior-once"``). See :data:`TRAIN_INIT_POLICIES`.
 
 Host synchronisation: none in the trainer's step loop. Loss parts are accumulated on the
 device (with the index and the parts of the first non-finite step) and read at evaluation and
@@ -53,11 +60,19 @@ import torch
 from .. import costs
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS, REFRESH_POLICIES
-from ..window import INIT_POLICIES
 from . import checkpoint as ckpt
 from . import images, metrics
+from .. import _io
+from ._lock import OutputLock, probe as _probe_lock
+from ._signals import Interrupted, StopSignals
+from . import methods as _methods
+from .methods import METHODS
 
 MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
+#: window init policies of the trainer: ``"encode"`` (the paper), ``"prior"`` (the authors'
+#: code: the window redrawn from N(0, I), write position reset, at the start of every epoch),
+#: ``"prior-once"`` (drawn from N(0, I) once, before the first step).
+TRAIN_INIT_POLICIES = ("encode", "prior", "prior-once")
 OPTIMIZERS = ("adam", "gd")
 DEVICES = ("cpu", "cuda")
 
@@ -101,11 +116,20 @@ class TrainConfig:
         arch: a key of :data:`mowtheory.train.models.ARCHS`; None: the dataset's default.
         latent_dim, resolution: None: the architecture's / dataset's default.
         limit: use only the first ``limit`` training examples (None: all).
+    Method (:mod:`mowtheory.train.methods`):
+        method: ``"mow"`` (k examples a step against the window), ``"minibatch"`` (standard
+        n-batch training) or ``"gradcache"`` (the same n-batch step, exact gradient, in the
+        activation memory of ``chunk`` examples). The n-batch methods read n examples a
+        step, reduce G over them, and ignore k, init and refresh (``balanced`` is refused).
+        chunk: examples encoded at a time by ``"gradcache"`` (``1 <= chunk <= n``).
     MoW:
         n, k: batch size seen by F and fresh examples per step (``1 <= k <= n``, ``n >= 2``).
         reduction: ``"sum" | "mean" | "sqrt_mean"`` of G over the k fresh examples.
         balanced: scale the F-term by n/k (recovers the standard-training balance).
-        init: window init ``"encode"`` (paper) or ``"prior"`` (authors' code).
+        init: window init (:data:`TRAIN_INIT_POLICIES`): ``"encode"`` (paper: encode
+            ``n - k`` examples at theta_0, once), ``"prior"`` (authors' code: N(0, I) draws at
+            the start of every epoch, write position reset) or ``"prior-once"`` (N(0, I)
+            draws at the start of training only).
         refresh: ``"post"`` (paper: re-encode after the update) or ``"pre"`` (authors' code).
         lam: weight of the batch cost F (``>= 0``).
         swae_directions: directions L of the sliced distance (fresh each step).
@@ -146,6 +170,8 @@ class TrainConfig:
     balanced: bool = False
     init: str = "encode"
     refresh: str = "post"
+    method: str = "mow"
+    chunk: int = 1
     device: str = "cpu"
     seed: int = 0
     arch: Optional[str] = None
@@ -186,12 +212,22 @@ class TrainConfig:
         self.n = check_int("n", self.n, low=2)
         self.k = check_int("k", self.k, low=1, high=self.n, high_name="n")
         self.lr = check_positive("lr", self.lr)
+        if self.lr > torch.finfo(torch.float32).max:   # one policy for every optimizer
+            raise ValueError(f"lr must be <= {torch.finfo(torch.float32).max:.4g} (the largest "
+                             f"float32: the parameters are float32, and a larger step cannot "
+                             f"even be applied); got lr={self.lr:g}")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         self.epochs = check_int("epochs", self.epochs, low=1)
         self.lam = check_positive("lam (lambda)", self.lam, allow_zero=True)
         check_choice("reduction", self.reduction, REDUCTIONS)
-        check_choice("init", self.init, INIT_POLICIES)
+        check_choice("init", self.init, TRAIN_INIT_POLICIES)
         check_choice("refresh", self.refresh, REFRESH_POLICIES)
+        check_choice("method", self.method, METHODS)
+        self.chunk = check_int("chunk", self.chunk, low=1, high=self.n, high_name="n")
+        if self.method != "mow" and (self.balanced is True or self.distributed is True):
+            flag = "balanced" if self.balanced is True else "distributed"
+            raise ValueError(f"{flag}=True applies to method 'mow' only; got method="
+                             f"{self.method!r} with {flag}=True")
         check_choice("device", self.device, DEVICES)
         self.seed = check_int("seed", self.seed, low=0)
         for name in ("latent_dim", "resolution", "limit", "eval_limit", "stop_after_steps"):
@@ -211,6 +247,16 @@ class TrainConfig:
         if not isinstance(self.out, (str, Path)) or str(self.out) == "":
             raise ValueError(f"out must be a directory path; got out={self.out!r}")
         self.out = str(self.out)
+        _io.check_output_dir("out", self.out)
+        if self.cache_dir is not None:
+            _io.check_output_dir("cache_dir", self.cache_dir)
+        if self.resume and self.overwrite:
+            raise ValueError("resume (--resume) continues the checkpoint in out, overwrite "
+                             "(--overwrite) discards it: pass one of them; got resume=True, "
+                             "overwrite=True")
+        if self.model == "cwae" and self.latent_dim is not None and self.latent_dim < 2:
+            raise ValueError(f"latent_dim must be >= 2 with model='cwae' (the Cramér-Wold "
+                             f"distance needs D >= 2); got latent_dim={self.latent_dim}")
         if self.data_dir is not None:
             self.data_dir = str(self.data_dir)
         if self.cache_dir is not None:
@@ -270,25 +316,13 @@ def _resolved(cfg: TrainConfig) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    _io.atomic_write_json(path, obj, indent=2)      # NaN/inf -> null
 
 
 def _clean(v):
-    """JSON has no NaN/inf: write them as strings."""
+    """JSON has no NaN/inf: None (null), the package's one policy (:mod:`mowtheory._io`)."""
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return None
     return v
 
 
@@ -378,9 +412,14 @@ def train(config) -> dict:
     cfg.validate()
     t_start = time.perf_counter()
     ctx = _join_process_group(cfg) if cfg.distributed else None
+    lock = OutputLock(cfg.out)       # taken by rank 0 just before its first write
     try:
-        return _train(cfg, ctx, t_start)
+        # SIGTERM/SIGINT: finish the step, checkpoint, raise Interrupted (one process only:
+        # under torchrun the ranks would stop at different steps)
+        with StopSignals(enabled=not cfg.distributed) as stop:
+            return _train(cfg, ctx, t_start, lock, stop)
     finally:
+        lock.release()
         if ctx is not None:
             ctx.close()
 
@@ -400,15 +439,16 @@ def _join_process_group(cfg: "TrainConfig"):
     return init_distributed(device=cfg.device, timeout_s=cfg.dist_timeout)
 
 
-def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
+def _train(cfg: "TrainConfig", ctx, t_start: float, lock=None, stop=None) -> dict:
     from .data import load_dataset
     from .models import build_autoencoder
-    from ..distributed import DistributedMoW, broadcast_parameters
+    from ..distributed import broadcast_parameters
 
     world = ctx.world_size if ctx is not None else 1
     rank = ctx.rank if ctx is not None else 0
     main = rank == 0
-    kP = cfg.k * world                              # fresh examples per step, all processes
+    # examples read per step, all processes (MoW: k fresh ones each; n-batch methods: n)
+    kP = cfg.k * world if cfg.method == "mow" else cfg.n
     if kP > cfg.n:
         raise ValueError(f"k * world_size must be <= n: each of the {world} processes reads "
                          f"k={cfg.k} examples a step; got k * world_size={kP} > n={cfg.n}")
@@ -417,6 +457,11 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     ckpt_path = out / ckpt.CHECKPOINT_NAME
     cfg_dict = cfg.to_dict()
     state = None
+    if main:
+        _probe_lock(out)             # a live run holds out: refuse before any work
+    if ckpt_path.is_dir():
+        raise ValueError(f"{ckpt_path} is a folder, not a checkpoint file; remove it or choose "
+                         f"another --out")
     if cfg.resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from: {ckpt_path} does "
@@ -433,19 +478,22 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                 + (f"torchrun --nproc_per_node={saved_world} -m mowtheory train ... "
                    f"--distributed --resume" if saved_world > 1 else
                    "one process, without --distributed"))
-        diff = ckpt.config_diff(state["config"], cfg_dict, ignore=RESUME_FREE)
+        saved_cfg = {"method": "mow", "chunk": 1, **state["config"]}  # older checkpoints
+        diff = ckpt.config_diff(saved_cfg, cfg_dict, ignore=RESUME_FREE)
         if diff:
             raise ValueError(
                 f"cannot resume from {ckpt_path}: the configuration differs in "
                 f"{', '.join(k for k, _, _ in diff)} ({ckpt.format_diff(diff)}); rerun with the "
                 f"checkpoint's settings or choose another --out")
+        if int(state.get("epoch", 0)) > cfg.epochs:
+            raise ValueError(
+                f"cannot resume from {ckpt_path} with epochs={cfg.epochs}: its run has already "
+                f"completed {int(state['epoch'])} epochs (step {int(state['step'])}); pass "
+                f"--epochs {int(state['epoch'])} or more to continue it")
     elif ckpt_path.exists() and not cfg.overwrite:
         raise ValueError(f"out={str(out)!r} already holds a checkpoint ({ckpt_path}); pass "
                          f"resume=True (--resume) to continue it or overwrite=True "
                          f"(--overwrite) to start afresh")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temporaries(ckpt_path)     # left by a writer killed mid-write
     log = _Logger(cfg.progress and main)
 
     # ---- data and model
@@ -476,6 +524,13 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     on_device = device.type == "cpu" or x_train.numel() * 4 < 2 * 1024 ** 3
     x_data = x_train.to(device) if on_device else x_train
 
+    if main:   # the first write: from here on this process holds out's lock
+        if lock is not None:
+            lock.acquire()
+        out.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUT_FILES:                     # left by writers killed mid-write
+            _io.remove_stale_temporaries(out / name)
+
     # ---- generators (identical on every process): data order, MoW (prior samples, swae
     # directions, prior init), window init
     data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -489,13 +544,13 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     def per_example(x, z):
         return (model.decode(z).float() - x.float()).pow(2).flatten(1).sum(1)
 
-    # one process: DistributedMoW(local=True) is plain MoW_k(n), step for step; it also keeps
-    # the loss parts of a step that fails after its update (``last_parts``)
-    dmow = DistributedMoW(encoder, cost, n=cfg.n, k=cfg.k, latent_dim=D,
-                          per_example=per_example, reduction=cfg.reduction,
+    # the step of cfg.method (mowtheory.train.methods); for "mow" one process runs
+    # DistributedMoW(local=True), plain MoW_k(n) step for step. Each keeps the loss parts of a
+    # step that fails after its update (``last_parts``)
+    dmow = _methods.build(cfg.method, encoder, cost, n=cfg.n, k=cfg.k, chunk=cfg.chunk,
+                          latent_dim=D, per_example=per_example, reduction=cfg.reduction,
                           balanced=cfg.balanced, refresh=cfg.refresh, generator=mow_gen,
                           device=device, local=ctx is None)
-    mow = dmow.mow
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     else:
@@ -510,32 +565,42 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     bad_parts = torch.zeros(3, dtype=torch.float64, device=device)
     resumed_from = None
     last_ckpt_step = None
+    metric_lines: list = []
     if state is not None:
+        ckpt.check_training_state(state, ckpt_path, model_state=model.state_dict(),
+                                  steps_per_epoch=steps_per_epoch)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        mow.load_state_dict(state["mow"])
+        dmow.load_state_dict(state["mow"])
         data_gen.set_state(state["data_generator"])
-        ckpt.set_rng_state(state["rng"])
         step, epoch, pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
         perm = state["perm"]
         acc = state["acc"].to(device)
         acc_steps = int(state["acc_steps"])
         resumed_from = last_ckpt_step = step
         if main:
-            _truncate_metrics(out / "metrics.jsonl", step)
+            metric_lines = _write_or_explain(
+                lambda: _truncate_metrics(out / "metrics.jsonl", step),
+                lambda: f"the checkpoint {ckpt_path} (step {step}) and metrics.jsonl are kept")
         log(f"resumed from {ckpt_path} at step {step} (epoch {epoch}, position {pos})")
     else:
         if cfg.init == "encode":
             g = torch.Generator().manual_seed(cfg.seed + 2)
             idx = torch.randperm(N, generator=g)[: cfg.n - kP]
-            dmow.init_window("encode", x_data[idx.to(x_data.device)].to(device))
-        else:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed + 2)      # a model drawing from the global RNG
+                dmow.init_window("encode", x_data[idx.to(x_data.device)].to(device))
+        elif cfg.init == "prior-once":
             dmow.init_window("prior")
+        # init="prior": drawn at the start of the first epoch, in the loop below
         if main:
-            (out / "metrics.jsonl").write_text("")
+            _write_or_explain(lambda: _io.atomic_write_text(out / "metrics.jsonl", ""),
+                              lambda: "nothing was written")
     metrics_path = out / "metrics.jsonl"
 
-    evaluator = _Evaluator(cfg, model, x_test, x_train, device, out, log) if main else None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # set-up (the FD feature network, built or loaded) stays off the global RNG stream
+        evaluator = _Evaluator(cfg, model, x_test, x_train, device, out, log) if main else None
     last_metrics: dict = dict(state.get("last_metrics") or {}) if state is not None else {}
     t_loop = time.perf_counter()
 
@@ -556,7 +621,7 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                 "format": ckpt.FORMAT, "config": cfg_dict, "resolved": res, "step": step,
                 "epoch": epoch_now, "pos": pos_now, "perm": perm_now,
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "mow": mow.state_dict(), "world_size": world, "k_per_process": cfg.k,
+                "mow": dmow.state_dict(), "world_size": world, "k_per_process": cfg.k,
                 "data_generator": data_gen.get_state(), "rng": ckpt.rng_state(),
                 "acc": acc.cpu(), "acc_steps": acc_steps, "last_metrics": last_metrics,
                 "torch": torch.__version__})
@@ -624,8 +689,8 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
         row = {"step": step, "epoch": round(epoch_float, 4), "examples_seen": step * kP,
                **{f"train_{k}": v for k, v in train_parts.items()},
                **evaluator(), "time_s": round(time.perf_counter() - t_start, 2)}
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        metric_lines.append(_io.json_dumps(row))     # the whole file, atomically
+        _io.atomic_write_text(metrics_path, "".join(line + "\n" for line in metric_lines))
         last_metrics = row
         bar.set_postfix({"rec": f"{row['recon_error']:.3g}", "cw": f"{row['cw_distance']:.3g}"})
 
@@ -633,12 +698,20 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
     bar = tqdm(total=total_steps, initial=step, disable=not (cfg.progress and main), unit="step",
                desc=f"{cfg.model} n={cfg.n} k={kP}", dynamic_ncols=True, leave=False)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    lo, hi = rank * cfg.k, (rank + 1) * cfg.k        # this process's rows of a global step
+    lo, hi = rank * (kP // world), (rank + 1) * (kP // world)   # this process's rows of a step
     status = "completed"
+    # the global RNG (dropout, user code): seeded, or restored last, after every set-up step
+    if state is not None:
+        ckpt.set_rng_state(state["rng"])
+    else:
+        ckpt.seed_rng(cfg.seed + 3)
     try:
         while epoch < cfg.epochs:
             if perm is None:
                 perm = torch.randperm(N, generator=data_gen)
+            if cfg.init == "prior" and pos == 0:
+                # the authors' loop: a fresh N(0, I) window (write position reset) each epoch
+                dmow.init_window("prior")
             perm_dev = perm.to(x_data.device)
             for s in range(pos, steps_per_epoch):
                 idx = perm_dev[s * kP + lo:s * kP + hi]
@@ -661,6 +734,12 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                 bad_parts = torch.where(newly_bad, stacked, bad_parts)
                 bar.update(1)
                 last_in_epoch = s + 1 == steps_per_epoch
+                if stop is not None and stop.signum is not None:
+                    checkpoint(perm, s + 1, epoch)
+                    raise Interrupted(
+                        f"received {stop.name}: finished step {step} and wrote its checkpoint "
+                        f"{ckpt_path if main else '(rank 0)'}; continue with --resume",
+                        signum=stop.signum, step=step, path=ckpt_path)
                 if cfg.stop_after_steps is not None and step >= cfg.stop_after_steps \
                         and not last_in_epoch:
                     checkpoint(perm, s + 1, epoch)
@@ -681,29 +760,53 @@ def _train(cfg: "TrainConfig", ctx, t_start: float) -> dict:
                     and epoch < cfg.epochs:
                 status = "stopped"
                 break
-    except NonFiniteLoss as exc:
+    except (NonFiniteLoss, Interrupted) as exc:
         bar.close()
         if main:
-            _write_json(out / "report.json", _report(
-                cfg, res, "non-finite", step, steps_per_epoch, N, kP, last_metrics, evaluator,
-                resumed_from, t_start, t_loop, device, rank, world, message=str(exc)))
+            rep_ = _report(cfg, res, "non-finite" if isinstance(exc, NonFiniteLoss) else
+                           "interrupted", step, steps_per_epoch, N, kP, last_metrics, evaluator,
+                           resumed_from, t_start, t_loop, device, rank, world, message=str(exc))
+            rep_["failed_step" if isinstance(exc, NonFiniteLoss) else "signal"] = (
+                exc.step if isinstance(exc, NonFiniteLoss) else stop.name)
+            _write_or_explain(lambda: _write_json(out / "report.json", rep_), kept)
         raise
+    except OSError as exc:
+        bar.close()
+        raise _io.WriteError(_io.describe_os_error(exc, kept=kept()), exc.errno) from exc
     bar.close()
 
     files = {}
-    if main and status == "completed" and cfg.images:
-        files = _write_images(cfg, model, x_test, out, device)
-    report = _report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluator,
-                     resumed_from, t_start, t_loop, device, rank, world, files=files)
-    if main:
-        _write_json(out / "report.json", report)
-    return report
+
+    def finish():
+        nonlocal files
+        if main and status == "completed" and cfg.images:
+            files = _write_images(cfg, model, x_test, out, device)
+        rep_ = _report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluator,
+                       resumed_from, t_start, t_loop, device, rank, world, files=files)
+        if main:
+            _write_json(out / "report.json", rep_)
+        return rep_
+    return _write_or_explain(finish, kept)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines of evaluations after ``step`` (done after the checkpoint a run resumes from)."""
+def _write_or_explain(write, kept):
+    """Run ``write()``; an OSError (disk full, read-only folder) becomes one line naming the
+    file and what was kept (:class:`mowtheory._io.WriteError`)."""
+    try:
+        return write()
+    except OSError as exc:
+        if isinstance(exc, _io.WriteError):
+            raise
+        raise _io.WriteError(_io.describe_os_error(exc, kept=kept()), exc.errno) from exc
+
+
+def _truncate_metrics(path: Path, step: int) -> list:
+    """Drop lines of evaluations after ``step`` (done after the checkpoint a run resumes from)
+    and unreadable ones (a line half-written by an older version); the kept lines are written
+    beside the file and renamed over it (a kill or a full disk keeps the old file whole).
+    Returns the kept lines."""
     if not path.exists():
-        return
+        return []
     keep = []
     for line in path.read_text().splitlines():
         try:
@@ -711,7 +814,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    _io.atomic_write_text(path, "".join(line + "\n" for line in keep))
+    return keep
 
 
 class _Logger:
@@ -726,7 +830,9 @@ class _Logger:
 
 def _write_images(cfg: TrainConfig, model, x_test, out: Path, device) -> dict:
     g = torch.Generator().manual_seed(cfg.seed + 13)
-    tag = f"{cfg.model} n={cfg.n} k={cfg.k}{' balanced' if cfg.balanced else ''}"
+    tag = (f"{cfg.model} n={cfg.n} k={cfg.k}{' balanced' if cfg.balanced else ''}"
+           if cfg.method == "mow" else f"{cfg.model} {cfg.method} n={cfg.n}"
+           + (f" c={cfg.chunk}" if cfg.method == "gradcache" else ""))
     return {
         "samples": str(images.save_samples(model, out / "samples.png", generator=g, device=device,
                                            title=f"{tag}: samples", autocast=cfg.bf16)),
