@@ -97,7 +97,11 @@ def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
     from mowtheory.train import checkpoint as ckpt
     path = tmp_path / "checkpoint.pt"
     first = torch.arange(PAYLOAD, dtype=torch.float64)                     # version 0
+    t0 = time.perf_counter()
     ckpt.save_checkpoint(path, {"format": 1, "version": 0, "payload": first, "check": 0})
+    # the kill moments are in units of one save on this machine now (~0.04 s unloaded,
+    # several times that on a loaded one): fixed seconds would let no save complete there
+    save_s = max(time.perf_counter() - t0, 0.04)
     server = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(PAYLOAD)], env=ENV,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -120,7 +124,7 @@ def test_sigkill_while_writing_never_leaves_a_broken_checkpoint(tmp_path):
             tag, pid = hear()
             assert tag == "pid"
             writer = int(pid)
-            time.sleep(rng.uniform(0.02, 0.2))        # kill at a random moment: ~0-5 saves
+            time.sleep(rng.uniform(0.5, 5.0) * save_s)   # a random moment: ~0-5 saves
             os.kill(writer, signal.SIGKILL)
             writer = None
             say(f"reap {pid}")
