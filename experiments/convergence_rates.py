@@ -152,8 +152,9 @@ def _o(o):
     return f"{o['estimate']:.2f} [{o['ci'][0]:.2f}, {o['ci'][1]:.2f}]"
 
 
-def _ok(js, prefix):
-    v = next((v for v in js["verdicts"] if v["claim"].startswith(prefix)), None)
+def _ok(js, vid):
+    from mowtheory.flow.rates import id_of
+    v = next((v for v in js["verdicts"] if id_of(v) == vid), None)
     return "—" if v is None else ("pass" if v["passed"] else "**FAIL**")
 
 
@@ -182,7 +183,7 @@ def _row_main(r):
     js = r["json"]
     return (f"| {js['problem']} | {js['n']} | {js['k']} | {js['replicas']} | "
             f"{min(js['etas']):g}–{max(js['etas']):g} | {_o(js['orders']['strong'])} | "
-            f"{_ok(js, 'strong')} | {_o(js['orders']['weak'])} | {_ok(js, 'weak')} | "
+            f"{_ok(js, 'strong_order')} | {_o(js['orders']['weak'])} | {_ok(js, 'weak_order')} | "
             f"{_local_slopes(js)} | {_wrong_ratio(js)} | {_unstable(js)} |")
 
 
@@ -193,7 +194,7 @@ HEAD_MAIN = ("| problem | n | k | replicas | eta range | strong order [95% CI] |
 
 
 def write_report(results, path, quick, wall):
-    from mowtheory.flow.rates import follows_ode
+    from mowtheory.flow.rates import follows_ode, id_of
     by = {}
     for r in results:
         by.setdefault(r["spec"]["group"], []).append(r)
@@ -220,7 +221,7 @@ def write_report(results, path, quick, wall):
            f"{r['json']['init']}/{r['json']['refresh']}" for r in thm
            if not follows_ode(r["json"]["verdicts"])]
     wrong = [v["passed"] for g in ("nk", "policy", "reduction") for r in by.get(g, [])
-             for v in r["json"]["verdicts"] if v["claim"].startswith("wrong ODE")]
+             for v in r["json"]["verdicts"] if id_of(v) == "wrong_ode_rejected"]
     faults = by.get("fault", [])
     f_ok = sum((("symmetrized" in r["json"]["problem"]) == follows_ode(r["json"]["verdicts"]))
                and (("symmetrized" in r["json"]["problem"]) or r["rejected"]) for r in faults)

@@ -592,6 +592,23 @@ def write_outputs(out: Path, *, command, seconds, datasets, seeds, results, memo
     plot(out.with_suffix(".png"), results, datasets)
 
 
+def _merged(out: Path, names: list, seeds: list, command: str) -> tuple:
+    """The results of the datasets not in ``names`` from the JSON beside ``out`` (``--merge``)."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        raise SystemExit(f"--merge: no earlier results at {path}; run without --merge first")
+    doc = json.loads(path.read_text())
+    if doc.get("seeds") != seeds or int(doc.get("n", 64)) != N:     # older files: n = 64
+        raise SystemExit(f"--merge: {path} has seeds {doc.get('seeds')} and n {doc.get('n')}; "
+                         f"this run has seeds {seeds} and n {N}: pass the same --seeds/--n")
+    keep = [d for d in doc["datasets"] if d not in names]
+    results = [r for r in doc["results"] if r["dataset"] in keep]
+    memory = {key: v for key, v in doc["step_tensor_peak_mb"].items()
+              if key.split("/", 1)[0] in keep}
+    done = {d: doc["datasets"][d] for d in keep}
+    return results, memory, done, float(doc["seconds"] or 0.0), f"{doc['command']}; {command}"
+
+
 def _torch() -> str:
     import torch
     return torch.__version__
@@ -615,6 +632,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default=str(ROOT / "runs" / "method_comparison"),
                    help="where the runs' directories go")
     p.add_argument("--out", default=None, help="markdown file (the .json and .png beside it)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other datasets' results found in the JSON beside --out (a "
+                        "sweep finished one dataset at a time); --seeds and --n must match")
     p.add_argument("--from-json", default=None, metavar="PATH",
                    help="rewrite the markdown and the plot from the JSON of an earlier run "
                         "(no training)")
@@ -664,7 +684,9 @@ def main(argv=None) -> int:
         print(f"wrote {out} and {out.with_suffix('.png').name} from {args.from_json}")
         return 0
     t0 = time.perf_counter()
-    results, memory, done = [], {}, {}
+    results, memory, done, seconds0 = [], {}, {}, 0.0
+    if args.merge:
+        results, memory, done, seconds0, command = _merged(out, names, seeds, command)
     for ds, spec in datasets.items():        # one dataset at a time; files written after each
         results += run_all({ds: spec}, seeds, models, runs=runs, fd=args.fd,
                            log=lambda s: print(s, flush=True))
@@ -672,7 +694,7 @@ def main(argv=None) -> int:
                                      log=lambda s: print(s, flush=True)))
         done[ds] = spec
         fnd = findings(results, memory)
-        secs = time.perf_counter() - t0
+        secs = seconds0 + time.perf_counter() - t0
         write_outputs(out, command=command, seconds=secs, datasets=done, seeds=seeds,
                       results=results, memory=memory, fnd=fnd, quick=args.quick,
                       pending=[d for d in datasets if d not in done])

@@ -6,7 +6,7 @@ Examples::
     mowtheory check --list                            # ids and claims
     mowtheory check --only expected-gradient --only errata-sign --json out.json
 
-The checks live in the ``proofs_checks`` package (imported lazily: ``mowtheory --help`` does not
+The checks live in the ``mowtheory.proofs`` package (imported lazily: ``mowtheory --help`` does not
 pay for sympy). The JSON file is a list of ``{id, claim, passed, evidence, seconds}``.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=(
             "Run the machine checks of the steps of Theorem 1 (MoW converges to the flow "
             "S' = -(k/n) grad C) and of the paper's errata. Prints a table; exit status 1 if "
-            "any check fails. See proofs_checks/README.md for the claims."),
+            "any check fails. See mowtheory/proofs/README.md for the claims."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mowtheory check\n  mowtheory check --list\n"
                "  mowtheory check --only expected-gradient --json out.json",
@@ -60,7 +60,7 @@ def _table(results, width: int) -> str:
 def run(args) -> int:
     """Run the selected checks; print the table (and evidence of failures); write ``--json``.
     Returns 0 if all passed, 1 otherwise. Raises ``ValueError`` for an unknown ``--only`` id."""
-    import proofs_checks as pc
+    import mowtheory.proofs as pc
 
     from ._io import atomic_write_json, check_output_file
 

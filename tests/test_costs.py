@@ -413,3 +413,46 @@ def test_cuda_matches_cpu():
                                                 None if yy is None else yy.cpu()), 1e-9)
     Ft = C.symmetrize(C.pullaway, n_permutations=3, generator=torch.Generator().manual_seed(0))
     assert close(Ft(z.cuda()).cpu(), C.pullaway(z), 1e-9)
+
+
+# ------------------------------------------------------------------ the Gram path of sqdist
+@pytest.mark.parametrize("batch", [(), (3,)], ids=["2d", "batched"])
+def test_sqdist_gram_path_equals_difference_form(batch, monkeypatch):
+    """Blocks above ``DIFF_LIMIT`` take the Gram form (2-D: ``addmm``; batched: ``matmul``);
+    it must equal the difference form (forced by raising the limit), also for samples far
+    from the origin (the translation keeps the cancellation error at the distances' scale)."""
+    from mowtheory.costs import pairwise
+    a = randn(0, *batch, 160, 8, shift=30.0)
+    b = randn(1, *batch, 120, 8, shift=30.0)
+    assert 160 * 120 * 8 > pairwise.DIFF_LIMIT             # the Gram path is taken
+    gram = pairwise.sqdist(a, b)
+    monkeypatch.setattr(pairwise, "DIFF_LIMIT", 1 << 40)
+    diff = pairwise.sqdist(a, b)
+    assert gram.shape == (*batch, 160, 120)
+    assert torch.allclose(gram, diff, rtol=1e-10, atol=1e-9), (gram - diff).abs().max()
+
+
+@pytest.mark.parametrize("name", ["cw", "wae", "energy", "gmmn"])
+def test_costs_at_sizes_that_take_the_gram_path(name, monkeypatch):
+    """A registered cost at n = 128, D = 8 (n^2 D > DIFF_LIMIT: the path of large-n training
+    and of the benches) equals its value with the difference form forced."""
+    from mowtheory.costs import pairwise
+    cost = C.get(name)
+    z = randn(2, 128, 8)
+    y = randn(3, 128, 8) if cost.needs_prior else None
+    got = cost(z, y)
+    monkeypatch.setattr(pairwise, "DIFF_LIMIT", 1 << 40)
+    want = cost(z, y)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12), (got, want)
+
+
+def test_sqdist_gram_path_far_from_the_origin_in_float32():
+    """The translation by a point of ``b`` keeps the Gram form's cancellation error at the
+    distances' scale: float32 samples centred at 1000 (|a|^2 ~ 8e6, distances ~ 16) still give
+    the distances to ~1e-5 relative (untranslated, the error would be ~ eps |a|^2 ~ 0.5)."""
+    from mowtheory.costs import pairwise
+    a, b = randn(4, 160, 8, shift=1000.0).float(), randn(5, 120, 8, shift=1000.0).float()
+    got = pairwise.sqdist(a, b).double()
+    a, b = a.double(), b.double()                   # the same (rounded) points, exact distances
+    want = (a.unsqueeze(-2) - b.unsqueeze(-3)).square().sum(-1)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-3), (got - want).abs().max()

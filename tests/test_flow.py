@@ -207,16 +207,20 @@ class _Replay(Draws):
 
 
 def _mow_by_hand(th0, init_x, xs, *, n, k, eta, beta, refresh="post", reduction="sum",
-                 balanced=False, lag=None):
+                 balanced=False, lag=None, weights=None):
     """One replica of MoW_k(n) on the scalar problem, written from its definition: z = theta x,
     F = ((1/n) sum_i z_i^2 - 1)^2 on the window rows then the k fresh ones,
     G = beta (x - theta x)^2, cost = (n/k if balanced else 1) F + red_j G_j, one plain gradient
     step. The window is a list, oldest first: latents pushed after the update ("post",
     re-encoded at the new theta) or before it ("pre", the latents the cost used); with ``lag``
     (window="time") it holds the n-k newest examples, encoded at a snapshot of theta taken
-    after every ``lag``-th step. Returns theta after every step, (steps + 1, 1)."""
+    after every ``lag``-th step. With ``weights`` (n,) F weighs slot i (oldest first, the
+    fresh rows last) by ``weights[i]`` instead of 1/n: a position-dependent F sees the window
+    in slot order. Returns theta after every step, (steps + 1, 1)."""
     def F(z):
-        return ((z ** 2).sum() / z.shape[0] - 1.0) ** 2
+        w = torch.full((z.shape[0],), 1.0 / z.shape[0], dtype=z.dtype) if weights is None \
+            else weights
+        return (((z ** 2).sum(-1) * w).sum() - 1.0) ** 2
 
     th, win, snap, out = th0.clone(), list(th0 * init_x), th0.clone(), [th0.clone()]
     if lag is not None:
@@ -265,6 +269,23 @@ def test_simulator_takes_predrawn_randomness(n, k, kw):
         if kw:     # the option matters here: the plain recursion is measurably elsewhere
             plain = _mow_by_hand(th0, init[r], [x[r] for x in xs], **hand)
             assert (want - plain).abs().max() > 1e-6
+
+
+def test_simulator_feeds_a_position_dependent_F_its_window_in_slot_order():
+    """position-weighted F (not invariant): the simulator must hand F the window oldest first
+    whatever the ring buffer's head; after more steps than slots the head has wrapped, so a
+    window passed in buffer order differs from the by-hand recursion."""
+    p = get_problem("position-weighted")
+    n, k, eta, steps = 5, 1, 0.05, 11
+    th0, g = p.theta0(_gen(0)), _gen(5)
+    init = p.sample_data((2, n - k), g)
+    xs = [p.sample_data((2, k), g) for _ in range(steps)]
+    a = simulate(p, th0, n=n, k=k, eta=eta, horizon=steps * eta, replicas=2, generator=_gen(0),
+                 draws=_Replay(init, xs), record=steps)
+    hand = dict(n=n, k=k, eta=eta, beta=p.beta, weights=p.slot_weights(n))
+    for r in range(2):
+        want = _mow_by_hand(th0, init[r], [x[r] for x in xs], **hand)
+        assert torch.allclose(a.thetas[r], want, rtol=0, atol=1e-12), (r, a.thetas[r], want)
 
 
 def test_leak_gradient_flows_through_every_window_latent():

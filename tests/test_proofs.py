@@ -1,4 +1,4 @@
-"""proofs_checks: every check passes on its defaults, fails on a planted fault, and the
+"""mowtheory.proofs: every check passes on its defaults, fails on a planted fault, and the
 ``mowtheory check`` command runs them (table, --json, --only, --list, unknown ids)."""
 import importlib.util
 import json
@@ -8,17 +8,17 @@ from fractions import Fraction
 import pytest
 import torch
 
-import proofs_checks as pc
-from proofs_checks import CHECKS, CheckResult
-from proofs_checks._gauss import GaussModel
-from proofs_checks.closed_forms import check_closed_forms
-from proofs_checks.errata_algorithm_cost import check_errata_algorithm_cost
-from proofs_checks.errata_partials import check_errata_partials
-from proofs_checks.errata_sign import check_errata_sign
-from proofs_checks.expected_gradient import check_expected_gradient
-from proofs_checks.nonsymmetric import check_nonsymmetric, positional_F
-from proofs_checks.reduction_balance import check_reduction_balance, mean, total
-from proofs_checks.staleness import check_staleness, claimed_T
+import mowtheory.proofs as pc
+from mowtheory.proofs import CHECKS, CheckResult
+from mowtheory.proofs._gauss import GaussModel
+from mowtheory.proofs.closed_forms import check_closed_forms
+from mowtheory.proofs.errata_algorithm_cost import check_errata_algorithm_cost
+from mowtheory.proofs.errata_partials import check_errata_partials
+from mowtheory.proofs.errata_sign import check_errata_sign
+from mowtheory.proofs.expected_gradient import check_expected_gradient
+from mowtheory.proofs.nonsymmetric import check_nonsymmetric, positional_F
+from mowtheory.proofs.reduction_balance import check_reduction_balance, mean, total
+from mowtheory.proofs.staleness import check_staleness, claimed_T
 
 HAVE_FLOW = importlib.util.find_spec("mowtheory.flow") is not None and \
     importlib.util.find_spec("mowtheory.flow.problems") is not None
@@ -251,7 +251,7 @@ def test_isserlis_moments():
 def test_run_check_reports_exceptions_as_failures(monkeypatch):
     def boom():
         raise RuntimeError("planted")
-    boom.__module__ = "proofs_checks.errata_sign"
+    boom.__module__ = "mowtheory.proofs.errata_sign"
     monkeypatch.setitem(CHECKS, "errata-sign", boom)
     r = pc.run_check("errata-sign")
     assert not r.passed and "planted" in r.evidence and r.claim
@@ -287,8 +287,8 @@ def test_cli_runs_all_and_writes_json(tmp_path, capsys):
     data = json.loads(path.read_text(encoding="utf-8"))
     assert [d["id"] for d in data] == AVAILABLE
     for d in data:
-        assert set(d) == {"id", "claim", "passed", "evidence", "seconds"}
-        assert d["passed"] is True and isinstance(d["seconds"], float)
+        assert set(d) == {"id", "claim", "passed", "status", "evidence", "seconds"}
+        assert d["passed"] is True and d["status"] == "PASS" and isinstance(d["seconds"], float)
         assert isinstance(d["claim"], str) and isinstance(d["evidence"], str)
 
 
@@ -297,7 +297,7 @@ def test_cli_exit_status_1_on_failure(monkeypatch, tmp_path, capsys):
 
     def failing():
         return CheckResult("errata-sign", "planted", False, "planted failure")
-    failing.__module__ = "proofs_checks.errata_sign"
+    failing.__module__ = "mowtheory.proofs.errata_sign"
     monkeypatch.setitem(CHECKS, "errata-sign", failing)
     path = tmp_path / "o.json"
     assert main(["check", "--only", "errata-sign", "--json", str(path)]) == 1

@@ -152,3 +152,21 @@ def test_config_validation_messages(tmp_path):
         _small(tmp_path, dataset="imagenet")
     with pytest.raises(ValueError, match="need N >= k"):
         train(_small(tmp_path / "tiny", limit=2, k=4))
+
+
+@pytest.mark.parametrize("model", ["cwae", "wae"])
+def test_a_copy_of_the_trained_cost_keeps_its_weight(model):
+    """build_cost's lam * F survives deepcopy and pickle (DataLoader workers, spawn, checkpoint
+    tools): the copy has the weight and the same value, not the unweighted registry cost."""
+    import copy
+    import pickle
+
+    from mowtheory.train.trainer import build_cost
+    cost = build_cost(model, lam=0.25)
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)) if cost.needs_prior else None
+    for other in (copy.deepcopy(cost), pickle.loads(pickle.dumps(cost))):
+        assert other.weight == 0.25
+        assert torch.equal(other(z, y), cost(z, y))
+    plain = build_cost(model, lam=1.0)
+    assert torch.allclose(cost(z, y), 0.25 * plain(z, y))

@@ -198,8 +198,9 @@ def run_coupled(problem, *, n: int = 8, k: int = 1, etas: Optional[Sequence[floa
             bar.close()
     order = fitted_order(rows, "weak")
     v = order_verdict(order, "weak")
-    v["claim"] = "coupled: MoW and its n-batch SGD partner (step eta*k/n) approach at " + \
-        v["claim"]
+    v = dict(v, id="coupled.partner_order",
+             claim="coupled: MoW and its n-batch SGD partner (step eta*k/n) approach at "
+                   + v["claim"])
     verdicts = [v, _contrast_verdict(rows, contrast)]
     config = dict(problem=prob.name, n=n, k=k, horizon=horizon, replicas=replicas, seed=seed,
                   refresh=refresh, reduction=reduction, balanced=bool(balanced),
@@ -208,18 +209,23 @@ def run_coupled(problem, *, n: int = 8, k: int = 1, etas: Optional[Sequence[floa
                         order=order, verdicts=verdicts, wall=time.perf_counter() - t0)
 
 
+CONTRAST = "coupled.contrast_rejected"
+
+
 def _contrast_verdict(rows, contrast) -> dict:
     claim = ("coupled: SGD at step eta (time scale k/n forgotten) is rejected (distance does "
              "not fall with eta; >= 10x the partner's at the smallest eta)")
     use = [(r, c) for r, c in zip(rows, contrast) if r.stable and c.stable]
     if len(use) < 2:
-        return verdict(claim, False, "", inconclusive="< 2 step sizes with both runs stable")
+        return verdict(CONTRAST, claim, False, "",
+                       inconclusive="< 2 step sizes with both runs stable")
     slope, _ = fit_order([c.eta for _, c in use], [c.weak for _, c in use])
     r, c = min(use, key=lambda rc: rc[0].eta)
     ratio = c.weak / max(r.weak, r.noise_floor, 1e-300)
     if not (np.isfinite(slope) and np.isfinite(ratio)):
-        return verdict(claim, False, "", inconclusive=f"degenerate statistic: slope {slope}")
+        return verdict(CONTRAST, claim, False, "",
+                       inconclusive=f"degenerate statistic: slope {slope}")
     ok = slope < WRONG_MAX_SLOPE and ratio >= 10 and c.weak >= 3 * c.noise_floor
-    return verdict(claim, ok, f"contrast distance slope {slope:.3f} (must be < "
+    return verdict(CONTRAST, claim, ok, f"contrast distance slope {slope:.3f} (must be < "
                               f"{WRONG_MAX_SLOPE}); at eta = {r.eta:g} it is {c.weak:.4g} vs "
                               f"the partner's {r.weak:.4g} (ratio {ratio:.1f}, must be >= 10)")

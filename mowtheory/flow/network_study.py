@@ -32,8 +32,9 @@ import torch
 
 from .._validate import check_int, check_positive
 from .network import NetworkProblem
-from .rates import (_rejection, bias_verdict, errors, extrapolated_bias, fault_verdicts,
-                    fitted_order, order_verdict, verdict)
+from .rates import (FAULT_TIME_SCALE, FAULT_WRONG_EXPECTATION, bias_verdict, errors,
+                    extrapolated_bias, fault_verdict, fault_verdicts, fitted_order,
+                    order_verdict, prefixed)
 from .reference import solve_reference
 from .study import Study, run_study
 
@@ -127,14 +128,9 @@ def observable_studies(problem: NetworkProblem, main: Study, *, observable_rows:
         rws = per_obs[name]
         orders = {kind: fitted_order(rws, kind) for kind in ("strong", "weak")}
         bias = extrapolated_bias(sims[name], _Ref(times, ref_vals[:, j:j + 1]))
-        vs = []
-        for kind in ("strong", "weak"):
-            v = order_verdict(orders[kind], kind)
-            v["claim"] = f"observable {name}: {v['claim']}"
-            vs.append(v)
-        v = bias_verdict(bias)
-        v["claim"] = f"observable {name}: {v['claim']}"
-        vs.append(v)
+        vs = [prefixed(v, f"observable.{name}", f"observable {name}: ") for v in (
+            order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak"),
+            bias_verdict(bias))]
         out[name] = Study(config=dict(c, problem=f"{c['problem']} [{name}]"), etas=main.etas,
                           rows=rws, orders=orders, verdicts=vs, ref=None, wrong=None,
                           extra={"reference_values": ref_vals[:, j].tolist(),
@@ -248,13 +244,12 @@ def run_network_study(problem: NetworkProblem, *, n: int = 8, k: int = 1,
                                            bootstrap=bootstrap, seed=seed)
         verdicts += fault_verdicts(ctl["position_weighted"], ctl["symmetrized"],
                                    ctl.get("time_window"), ctl.get("leak_window"))
-        for key, claim in (("time_scale", "planted fault: time scale k/n replaced by 1 "
-                                          "(drift n/k times MoW's) is rejected"),
-                           ("wrong_expectation", "planted fault: a reference from a wrong "
-                                                 "expectation formula (n^2 z-z pairs) is "
-                                                 "rejected")):
-            ok, ev, why = _rejection(ctl[key].rows, ctl[key].verdicts)
-            verdicts.append(verdict(claim, ok, ev, inconclusive=why))
+        verdicts += [
+            fault_verdict(FAULT_TIME_SCALE, "planted fault: time scale k/n replaced by 1 (drift "
+                          "n/k times MoW's) is rejected", ctl["time_scale"]),
+            fault_verdict(FAULT_WRONG_EXPECTATION, "planted fault: a reference from a wrong "
+                          "expectation formula (n^2 z-z pairs) is rejected",
+                          ctl["wrong_expectation"])]
     config = dict(main.config, controls=bool(controls), control_replicas=control_replicas,
                   position_weight=position_weight, observable_rows=observable_rows,
                   n_params=problem.n_params, data_rows=len(problem.data),

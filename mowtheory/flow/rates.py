@@ -29,7 +29,7 @@ Orders are least-squares slopes of ``log E`` against ``log eta`` over the stable
 weak error, resolved) step sizes; the confidence intervals are percentile intervals of the
 slope over ``bootstrap`` resamplings of the replicas (independently at every eta).
 
-Verdicts (``{"claim", "passed", "status", "detail"}``, :func:`verdict`; ``status`` is
+Verdicts (``{"id", "claim", "passed", "status", "detail"}``, :func:`verdict`; ``status`` is
 ``"PASS"``, ``"FAIL"`` or ``"INCONCLUSIVE"``, and an inconclusive verdict has ``passed=False``):
 a verdict whose statistic, interval or sample is NaN, empty or below a stated minimum
 (:data:`MIN_REPLICAS` replicas, :data:`MIN_BOOTSTRAP` bootstrap resamplings,
@@ -72,15 +72,67 @@ MIN_ORDER_POINTS = 3
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
+#: verdict ids (:func:`verdict`): what programs select verdicts by, never their prose
+STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR = "strong_order", "weak_order", "no_bias_floor"
+WRONG_ODE = "wrong_ode_rejected"
+FAULT_POSITION_WEIGHTED, SYMMETRIZED_FOLLOWS = "fault.position_weighted", "symmetrized_follows"
+FAULT_TIME_WINDOW, FAULT_LEAK = "fault.time_window", "fault.leak"
+FAULT_TIME_SCALE, FAULT_WRONG_EXPECTATION = "fault.time_scale", "fault.wrong_expectation"
+#: every id a flow verdict can have (observables' ids are ``observable.<name>.<id>``)
+IDS = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR, WRONG_ODE, FAULT_POSITION_WEIGHTED,
+       SYMMETRIZED_FOLLOWS, FAULT_TIME_WINDOW, FAULT_LEAK, FAULT_TIME_SCALE,
+       FAULT_WRONG_EXPECTATION, "sme_covariance", "coupled.partner_order",
+       "coupled.contrast_rejected")
 
-def verdict(claim: str, passed, detail: str, *, inconclusive: Optional[str] = None) -> dict:
-    """A verdict dict ``{"claim", "passed", "status", "detail"}``. With ``inconclusive`` (the
-    reason) it is INCONCLUSIVE: ``passed`` False, ``detail`` starting with "inconclusive: "."""
+
+def verdict(id: str, claim: str, passed, detail: str, *,
+            inconclusive: Optional[str] = None) -> dict:
+    """A verdict dict ``{"id", "claim", "passed", "status", "detail"}``: ``id`` is the stable
+    name programs select it by (:data:`IDS`; the claim and detail are prose for people and may
+    change). With ``inconclusive`` (the reason) it is INCONCLUSIVE: ``passed`` False,
+    ``detail`` starting with "inconclusive: "."""
     if inconclusive:
-        return {"claim": claim, "passed": False, "status": INCONCLUSIVE,
+        return {"id": id, "claim": claim, "passed": False, "status": INCONCLUSIVE,
                 "detail": "inconclusive: " + inconclusive}
     ok = bool(passed)
-    return {"claim": claim, "passed": ok, "status": PASS if ok else FAIL, "detail": detail}
+    return {"id": id, "claim": claim, "passed": ok, "status": PASS if ok else FAIL,
+            "detail": detail}
+
+
+def by_id(verdicts: Sequence[dict], id: str) -> Optional[dict]:
+    """The verdict with this ``id`` (None when there is none)."""
+    return next((v for v in verdicts if id_of(v) == id), None)
+
+
+#: claim openings of verdicts written before ids existed (JSON files of version <= 0.2), for
+#: :func:`id_of` only
+_LEGACY = (("strong order", STRONG_ORDER), ("weak order", WEAK_ORDER),
+           ("weak error extrapolates", NO_BIAS_FLOOR), ("wrong ODE", WRONG_ODE),
+           ("planted fault: position-weighted", FAULT_POSITION_WEIGHTED),
+           ("its symmetrisation", SYMMETRIZED_FOLLOWS),
+           ("planted fault: window='time'", FAULT_TIME_WINDOW),
+           ("planted fault: gradient leaking", FAULT_LEAK),
+           ("planted fault: time scale", FAULT_TIME_SCALE),
+           ("planted fault: a reference from a wrong", FAULT_WRONG_EXPECTATION),
+           ("coupled: MoW and its", "coupled.partner_order"),
+           ("coupled: SGD at step eta", "coupled.contrast_rejected"))
+
+
+def id_of(v: dict) -> Optional[str]:
+    """The id of a verdict dict; for one read from a file written before verdicts had ids,
+    the id its claim had (``observable <name>: ...`` -> ``observable.<name>.<id>``)."""
+    if "id" in v:
+        return v["id"]
+    claim, prefix = v.get("claim", ""), ""
+    if claim.startswith("observable "):
+        name, claim = claim[len("observable "):].split(": ", 1)
+        prefix = f"observable.{name}."
+    return next((prefix + i for start, i in _LEGACY if claim.startswith(start)), None)
+
+
+def prefixed(v: dict, prefix: str, claim_prefix: str) -> dict:
+    """``v`` renamed for a sub-study: id ``prefix + "." + id``, claim prefixed as well."""
+    return dict(v, id=f"{prefix}.{v['id']}", claim=f"{claim_prefix}{v['claim']}")
 
 
 def status(v: dict) -> str:
@@ -210,18 +262,18 @@ def extrapolated_bias(sims: Sequence[SimulationResult], ref: ReferenceSolution, 
 def bias_verdict(bias: Optional[Bias]) -> dict:
     """The weak error must extrapolate to 0 as eta -> 0: no entry of ``D_0`` beyond the
     Bonferroni threshold (a bias that the step size cannot remove)."""
-    claim = "weak error extrapolates to 0 as eta -> 0 (no bias floor)"
+    claim, vid = "weak error extrapolates to 0 as eta -> 0 (no bias floor)", NO_BIAS_FLOOR
     if bias is None:
-        return verdict(claim, False, "", inconclusive="< 2 stable step sizes")
+        return verdict(vid, claim, False, "", inconclusive="< 2 stable step sizes")
     if bias.replicas < MIN_REPLICAS:
-        return verdict(claim, False, "", inconclusive=(
+        return verdict(vid, claim, False, "", inconclusive=(
             f"{bias.replicas} replicas; a verdict needs replicas >= {MIN_REPLICAS} (MIN_REPLICAS)"))
     if bias.entries == 0 or not _finite(bias.z_max, bias.z_crit, bias.sup):
-        return verdict(claim, False, "", inconclusive=(
+        return verdict(vid, claim, False, "", inconclusive=(
             f"degenerate statistic: z_max={bias.z_max}, sup |D_0|={bias.sup} over "
             f"{bias.entries} entries with a standard error"))
     ok = bias.z_max <= bias.z_crit
-    return verdict(claim, ok, (f"Richardson extrapolation from eta = {bias.etas[0]:g}, {bias.etas[1]:g}: "
+    return verdict(vid, claim, ok, (f"Richardson extrapolation from eta = {bias.etas[0]:g}, {bias.etas[1]:g}: "
                        f"sup |D_0| = {bias.sup:.3g}, largest |D_0| / SE = {bias.z_max:.2f} over "
                        f"{bias.entries} (time, parameter) entries (must be <= {bias.z_crit:.2f}, "
                        f"Bonferroni at family-wise {BIAS_ALPHA:g})"))
@@ -295,15 +347,15 @@ def _fmt_ci(o: Order) -> str:
 def order_verdict(o: Order, kind: str) -> dict:
     lo, hi = STRONG_BAND if kind == "strong" else WEAK_BAND
     target = 0.5 if kind == "strong" else 1.0
-    claim = f"{kind} order within {target} +/- 0.3"
+    claim, vid = f"{kind} order within {target} +/- 0.3", f"{kind}_order"
     if not _finite(o.estimate, *o.ci):
-        return verdict(claim, False, "", inconclusive=o.note or (
+        return verdict(vid, claim, False, "", inconclusive=o.note or (
             f"degenerate fit: estimate {o.estimate}, 95% CI {list(o.ci)}"))
     if o.replicas is not None and o.replicas < MIN_REPLICAS:
-        return verdict(claim, False, "", inconclusive=(
+        return verdict(vid, claim, False, "", inconclusive=(
             f"{o.replicas} replicas; a verdict needs replicas >= {MIN_REPLICAS} (MIN_REPLICAS)"))
     ok = lo <= o.estimate <= hi
-    return verdict(claim, ok, f"fitted {kind} order " + _fmt_ci(o))
+    return verdict(vid, claim, ok, f"fitted {kind} order " + _fmt_ci(o))
 
 
 def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
@@ -313,38 +365,39 @@ def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
              f">= {WRONG_MARGIN:g}x the right ODE's at the smallest eta)")
     use = [e for e in rows if e.stable and e.wrong is not None]
     if len({e.eta for e in use}) < 2:
-        return verdict(claim, False, "", inconclusive="< 2 distinct stable step sizes")
+        return verdict(WRONG_ODE, claim, False, "",
+                       inconclusive="< 2 distinct stable step sizes")
     few = sample_problem(use)
     if few:
-        return verdict(claim, False, "", inconclusive=few)
+        return verdict(WRONG_ODE, claim, False, "", inconclusive=few)
     slope, _ = fit_order([e.eta for e in use], [e.wrong for e in use])
     last = min(use, key=lambda e: e.eta)
     ratio = last.wrong / max(last.weak, last.noise_floor, 1e-300)
     if not _finite(slope, ratio):
-        return verdict(claim, False, "", inconclusive=(
+        return verdict(WRONG_ODE, claim, False, "", inconclusive=(
             f"degenerate statistic: slope {slope}, ratio {ratio}"))
     ok = slope < WRONG_MAX_SLOPE and ratio >= WRONG_MARGIN
     detail = (f"wrong-ODE error slope {slope:.3f} (must be < {WRONG_MAX_SLOPE}); at eta = "
               f"{last.eta:g} it is {last.wrong:.4g} vs right-ODE weak error {last.weak:.4g} "
               f"(ratio {ratio:.1f}, must be >= {WRONG_MARGIN:g})")
-    return verdict(claim, ok, detail)
+    return verdict(WRONG_ODE, claim, ok, detail)
 
 
-FOLLOWS = ("strong order within 0.5 +/- 0.3", "weak order within 1.0 +/- 0.3",
-           "weak error extrapolates to 0 as eta -> 0 (no bias floor)")
+#: the ids of a study's verdicts that say "it follows (2)"
+FOLLOWS = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR)
 
 
 def follows_ode(verdicts: Sequence[dict]) -> bool:
     """True when the order verdicts and the bias verdict of a study all passed (a study
     without a bias verdict, from before it existed, is judged on its orders)."""
-    got = {v["claim"]: v["passed"] for v in verdicts if v["claim"] in FOLLOWS}
+    got = {id_of(v): v["passed"] for v in verdicts if id_of(v) in FOLLOWS}
     return len(got) >= 2 and all(got.values())
 
 
 def _follows_status(verdicts: Sequence[dict]) -> tuple:
     """(PASS | FAIL | INCONCLUSIVE, reason) of "the study follows (2)": FAIL as soon as one of
     its order/bias verdicts FAILED, INCONCLUSIVE when none failed but one was inconclusive."""
-    got = [v for v in verdicts if v["claim"] in FOLLOWS]
+    got = [v for v in verdicts if id_of(v) in FOLLOWS]
     if len(got) < 2:
         return INCONCLUSIVE, "the study has no order verdicts"
     sts = [status(v) for v in got]
@@ -369,11 +422,11 @@ def _rejection(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
         why = (f"degenerate statistic at eta = {last.eta:g}: weak error {last.weak}, noise "
                f"floor {last.noise_floor}")
         return False, why, why
-    bias_v = next((v for v in verdicts if v["claim"] == FOLLOWS[2]), None)
+    bias_v = by_id(verdicts, NO_BIAS_FLOOR)
     resolved = last.weak >= 3 * last.noise_floor      # a bias well above the noise
     resolved = resolved or (bias_v is not None and status(bias_v) == FAIL)
     fails = not follows_ode(verdicts)
-    weak_v = next(v for v in verdicts if v["claim"].startswith("weak order"))
+    weak_v = by_id(verdicts, WEAK_ORDER)
     ev = (f"weak error at eta = {last.eta:g}: {last.weak:.4g} (noise floor {last.noise_floor:.2g}); "
           f"{weak_v['detail']}" + (f"; {bias_v['detail']}" if bias_v is not None else ""))
     return bool(resolved and fails), ev, None
@@ -389,9 +442,10 @@ def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
     return ok, ev
 
 
-def _fault(claim: str, study) -> dict:
+def fault_verdict(id: str, claim: str, study) -> dict:
+    """The verdict "the planted fault of ``study`` is rejected" (:func:`rejected`)."""
     ok, ev, why = _rejection(study.rows, study.verdicts)
-    return verdict(claim, ok, ev, inconclusive=why)
+    return verdict(id, claim, ok, ev, inconclusive=why)
 
 
 def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
@@ -400,19 +454,21 @@ def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
     any of them None to skip)."""
     out = []
     if position_weighted is not None:
-        out.append(_fault("planted fault: position-weighted (non-invariant) F is rejected",
-                          position_weighted))
+        out.append(fault_verdict(FAULT_POSITION_WEIGHTED,
+                                 "planted fault: position-weighted (non-invariant) F is rejected",
+                                 position_weighted))
     if symmetrized is not None:
         st, why = _follows_status(symmetrized.verdicts)
-        det = "; ".join(v["detail"] for v in symmetrized.verdicts if v["claim"] in FOLLOWS)
-        out.append(verdict("its symmetrisation follows (2) (orders in band, no bias floor)",
+        det = "; ".join(v["detail"] for v in symmetrized.verdicts if id_of(v) in FOLLOWS)
+        out.append(verdict(SYMMETRIZED_FOLLOWS,
+                           "its symmetrisation follows (2) (orders in band, no bias floor)",
                            st == PASS, det, inconclusive=why or None))
     if time_window is not None:
         tau = time_window.config.get("tau")
-        out.append(_fault(f"planted fault: window='time' (latents stale by up to tau = {tau:g}) "
-                          "is rejected", time_window))
+        out.append(fault_verdict(FAULT_TIME_WINDOW, f"planted fault: window='time' (latents "
+                                 f"stale by up to tau = {tau:g}) is rejected", time_window))
     if leak_window is not None:
-        out.append(_fault("planted fault: gradient leaking into the window (window='leak': "
-                          "its latents re-encoded at theta with gradient) is rejected",
-                          leak_window))
+        out.append(fault_verdict(FAULT_LEAK, "planted fault: gradient leaking into the window "
+                                 "(window='leak': its latents re-encoded at theta with "
+                                 "gradient) is rejected", leak_window))
     return out

@@ -35,6 +35,8 @@ from .reference import drift_jacobian
 from .rates import verdict
 from .simulate import Draws, mow_gradient
 
+#: the id of the SME verdict (see :func:`mowtheory.flow.rates.verdict`)
+SME = "sme_covariance"
 CLAIM = ("fluctuations follow the stochastic modified equation Cov(S_eta - S) ~ eta P(t) "
          "(long-run noise)")
 
@@ -144,11 +146,11 @@ def check_sme(study, *, grid: int = 17, chains: int = 4096, seed: int = 0,
     c = study.config
     sims = [s for s in study.sims if s.stable]
     if not sims:
-        return {"verdict": verdict(CLAIM, False, "", inconclusive="no stable run (or the "
+        return {"verdict": verdict(SME, CLAIM, False, "", inconclusive="no stable run (or the "
                                    "study kept no replicas: keep_sims=False)")}
     R, need = min(s.replicas for s in sims), min_replicas(tolerance)
     if R < need:
-        return {"verdict": verdict(CLAIM, False, "", inconclusive=(
+        return {"verdict": verdict(SME, CLAIM, False, "", inconclusive=(
             f"{R} replicas; the SME verdict at tolerance {tolerance:g} needs replicas >= {need} "
             f"(Monte Carlo error sqrt(2/R) = {math.sqrt(2 / R):.3f} must be <= tolerance/2)"))}
     pred = prediction if prediction is not None else predict_covariance(
@@ -178,7 +180,7 @@ def check_sme(study, *, grid: int = 17, chains: int = 4096, seed: int = 0,
               f"{last['rel_error_naive']:.3f}, trace ratio {last['trace_ratio_T_naive']:.3f}")
     bad = [k for k in ("rel_error", "trace_ratio_T") if not math.isfinite(last[k])]
     why = f"degenerate statistic: {', '.join(f'{k}={last[k]}' for k in bad)}" if bad else None
-    return {"rows": rows, "verdict": verdict(CLAIM, ok, detail, inconclusive=why),
+    return {"rows": rows, "verdict": verdict(SME, CLAIM, ok, detail, inconclusive=why),
             "tolerance": tolerance,
             "trace_P_T": float(np.trace(pred["P"][-1])),
             "trace_P_naive_T": float(np.trace(pred["P_naive"][-1]))}

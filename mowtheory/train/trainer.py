@@ -271,15 +271,21 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- cost wrapper
+@dataclasses.dataclass(frozen=True)
 class _Weighted(costs.BatchCost):
     """A :class:`~mowtheory.costs.BatchCost` times ``weight``, evaluated in float32 with
-    autocast off (so bf16 autocast of the networks never reaches the cost)."""
+    autocast off (so bf16 autocast of the networks never reaches the cost). The weight is a
+    field: copies and pickles keep it (:meth:`__reduce__`)."""
+
+    weight: float = 1.0
 
     @classmethod
     def wrap(cls, base: costs.BatchCost, weight: float) -> "_Weighted":
-        obj = cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
-        object.__setattr__(obj, "weight", float(weight))
-        return obj
+        return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
+                   weight=float(weight))
+
+    def __reduce__(self):
+        return (_rebuild_weighted, (self.name, dict(self.params), self.weight))
 
     def __call__(self, z, y=None):
         with torch.autocast(z.device.type, enabled=False):
@@ -289,6 +295,10 @@ class _Weighted(costs.BatchCost):
         with torch.autocast(Z.device.type, enabled=False):
             return self.weight * super().split(H, Z.float(), None if y is None else y.float(),
                                                cache=cache, constants=constants)
+
+
+def _rebuild_weighted(name: str, params: dict, weight: float) -> _Weighted:
+    return _Weighted.wrap(costs.get(name, **params), weight)
 
 
 def build_cost(model: str, *, lam: float, swae_directions: int = 50,

@@ -1,6 +1,6 @@
 """Check ``expected-gradient``: E[∇cost_MoW] = (k/n)∇C for a symmetric F (Theorem 1's key step).
 
-Setting (see :func:`proofs_checks._problems.general_problem`): linear encoder
+Setting (see :func:`mowtheory.proofs._problems.general_problem`): linear encoder
 z = a0·x0 + a1·x1 + b, x ~ N(0, [[1, 1/2], [1/2, 2]]), prior v ~ N(0, 1), F the general
 symmetric polynomial of degree ≤ 4 with 13 symbolic coefficients, G with 3 symbolic
 coefficients. For every n ≤ 4 and k ≤ n the window latents are encoded with frozen copies of

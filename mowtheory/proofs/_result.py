@@ -9,12 +9,12 @@ class CheckResult:
     """Outcome of one proof check.
 
     Attributes:
-        id: the check's id (a key of :data:`proofs_checks.CHECKS`).
+        id: the check's id (a key of :data:`mowtheory.proofs.CHECKS`).
         claim: the claim checked, in one sentence.
         passed: whether the machine check confirmed the claim.
         evidence: human-readable evidence; its first line is a one-line summary (the CLI
             table shows it), the following lines the details (formulas, values, cases).
-        seconds: wall time of the check (filled by :func:`proofs_checks.run_all`).
+        seconds: wall time of the check (filled by :func:`mowtheory.proofs.run_all`).
         data: structured values behind the evidence (for tests and programmatic use; not
             written to the CLI's JSON).
     """
@@ -27,16 +27,25 @@ class CheckResult:
     data: dict = field(default_factory=dict, repr=False)
 
     @property
+    def status(self) -> str:
+        """``"PASS"`` or ``"FAIL"`` (the status field of the flow verdicts; a proof check
+        is exact, so it is never inconclusive: it raises or it decides)."""
+        return "PASS" if self.passed else "FAIL"
+
+    @property
     def summary(self) -> str:
         """The first line of :attr:`evidence`."""
         return self.evidence.strip().splitlines()[0] if self.evidence.strip() else ""
 
     def to_dict(self) -> dict:
-        """``{id, claim, passed, evidence, seconds}`` (JSON-serialisable)."""
+        """``{id, claim, passed, status, evidence, seconds}`` (JSON-serialisable; the ``id``,
+        ``claim``, ``passed`` and ``status`` fields are those of the flow verdicts,
+        :func:`mowtheory.flow.rates.verdict`)."""
         return {
             "id": self.id,
             "claim": self.claim,
             "passed": bool(self.passed),
+            "status": self.status,
             "evidence": self.evidence,
             "seconds": round(float(self.seconds), 4),
         }

@@ -1,7 +1,7 @@
 """Symbolic MoW costs and their exact expected gradients.
 
 A :class:`SymProblem` describes cost (1) of docs/theory.md for one batch size n in a
-:class:`~proofs_checks._gauss.GaussModel`: n i.i.d. Gaussian examples ``x[i]``, an encoder
+:class:`~mowtheory.proofs._gauss.GaussModel`: n i.i.d. Gaussian examples ``x[i]``, an encoder
 ``encode(x_i, θ)`` (a list of D ring elements), a batch cost ``F(latents, prior)`` and a
 per-example cost ``G(x_i, θ)``.
 

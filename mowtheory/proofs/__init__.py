@@ -4,7 +4,7 @@ Each check is a function returning a :class:`CheckResult` ``(id, claim, passed, 
 its arguments have defaults that state the claim, and injectable parts (``time_scale``,
 ``symmetrize``, ``sign``, ``closed_form``, ...) with which a test can plant a fault and see
 the check fail. :data:`CHECKS` maps id -> function; :func:`run_all` runs them (the command
-``mowtheory check`` is a front end to it). See ``proofs_checks/README.md`` for the claims.
+``mowtheory check`` is a front end to it). See ``mowtheory/proofs/README.md`` for the claims.
 
 Symbolic work uses exact rational polynomial arithmetic (``sympy.polys.rings``) and exact
 Gaussian moments (Isserlis), so "the difference simplifies to 0" means an exact polynomial
