@@ -11,7 +11,9 @@ replicas of the network at four step sizes against the exact reference ODE
 the wrong ODE, and the observables (reconstruction error, F, C). Step sizes for k > 1 are the
 k = 1 ones divided by k, and so is the horizon (the flow runs k times faster): the same
 numbers of steps. (64, 1) uses 4x smaller steps: its window spans (n - k) eta of time, and
-the regime is asymptotic only when that is small. The planted faults run at (8, 1) for every
+the regime is asymptotic only when that is small; ``cw`` and ``wae`` are run there once more
+with the ladder one step further down (8x), to see whether a bias verdict at its threshold
+shrinks with eta as a pre-asymptotic term must. The planted faults run at (8, 1) for every
 cost. The coupled, reference-free check covers what has no exact reference: ``cwae`` (log)
 and the ``sqrt_mean`` reduction. Studies run in ``--jobs`` processes (one torch thread each).
 """
@@ -65,6 +67,11 @@ def specs(quick: bool) -> list:
     if not quick:       # cwae's coupled distance is pre-asymptotic at eta = 0.04 as well
         out.append(dict(kind="coupled", cost="cwae", n=8, k=1, etas=[e / 2 for e in BASE_ETAS],
                         horizon=1.0, replicas=512, reduction="sum", rank=5, tag="smaller-eta"))
+    if not quick:       # (64, 1): the bias verdict sits at its threshold; one step further down
+        for cost in ("cw", "wae"):
+            out.append(dict(kind="study", cost=cost, n=64, k=1,
+                            etas=[e / 8 for e in BASE_ETAS], horizon=1.0, replicas=256,
+                            controls=False, rank=6, tag="smaller-eta"))
     out.sort(key=lambda s: s["rank"])
     for i, s in enumerate(out):
         s["id"] = (f"{i:02d}-{s['kind']}-{s['cost']}-{s['n']}-{s['k']}-{s.get('reduction', 'sum')}"

@@ -13,6 +13,12 @@ from typing import Iterable
 import torch
 
 
+class NonFiniteInputError(ValueError):
+    """An input tensor holds NaN or infinite entries (raised by :func:`check_latents` with
+    ``finite=True``, hence by every batch cost given such latents). A ``ValueError``: callers
+    that need to tell it from other bad input (the trainer) catch this type, never the text."""
+
+
 def check_int(name: str, value, *, low: int | None = None, high: int | None = None,
               high_name: str | None = None) -> int:
     """Return ``value`` as int, requiring ``low <= value <= high``."""
@@ -79,7 +85,7 @@ def check_latents(name: str, z, *, min_n: int = 1, min_d: int = 1, dim: int | No
         )
     if finite and not bool(torch.isfinite(z).all()):
         bad = int((~torch.isfinite(z)).sum())
-        raise ValueError(f"{name} must be finite; got {bad} NaN or infinite entries")
+        raise NonFiniteInputError(f"{name} must be finite; got {bad} NaN or infinite entries")
     return z
 
 

@@ -174,7 +174,8 @@ def check_permutation_invariant(F: Callable, z: torch.Tensor, y: Optional[torch.
 
 def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
                           window: torch.Tensor, prior: Optional[torch.Tensor] = None, *,
-                          atol: float = 1e-9, rtol: float = 1e-9) -> float:
+                          atol: float = 1e-9, rtol: float = 1e-9,
+                          grad_scale=None) -> float:
     """Check that a MoW objective freezes the window.
 
     Args:
@@ -187,7 +188,12 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
     gradient with respect to ``fresh`` equals that of ``F(cat([window.detach(), fresh]))``
     within ``atol + rtol * max |reference gradient|`` (a scale-invariant F such as the
     pulling-away term has gradients of size ``1 / |z|``, whose rounding is relative).
-    Returns the max abs gradient difference.
+    ``grad_scale`` (a float, or a ``(k,)`` tensor, one value per fresh row) is the size of
+    the gradient's rounding where the exact gradient vanishes: row i is then held to
+    ``atol + rtol * max(max |reference gradient|, grad_scale[i])``. E.g. ``1 / |z_i|`` for a
+    cost homogeneous of degree 0 in each row (pullaway at a row of norm 1e-200 whose exact
+    gradient is 0 rounds to ~1e-28 / |z_i|, not to 0). Returns the max abs gradient
+    difference.
     """
     f = fresh.detach().clone().requires_grad_(True)
     w = window.detach().clone().requires_grad_(True)
@@ -202,13 +208,22 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
     ref = _judgeable(_call(F, torch.cat([window.detach(), f2], dim=-2), prior), "F(z, prior)")
     (g_ref,) = torch.autograd.grad(ref, [f2])
     g = grads[0] if grads[0] is not None else torch.zeros_like(g_ref)
-    diff = float((g - g_ref).abs().max()) if g.numel() else 0.0
-    tol = atol + rtol * (float(g_ref.abs().max()) if g_ref.numel() else 0.0)
-    if not diff <= tol:
+    if not g.numel():
+        return 0.0
+    ref_max = float(g_ref.abs().max())
+    scale = torch.as_tensor(0.0 if grad_scale is None else grad_scale, dtype=g.dtype)
+    row_tol = atol + rtol * torch.clamp(scale.reshape(-1), min=ref_max)  # (k,) or (1,)
+    row_diff = (g - g_ref).abs().reshape(g.shape[0], -1).amax(-1) if g.dim() else \
+        (g - g_ref).abs().reshape(1)
+    over = row_diff - row_tol
+    if not bool((over <= 0).all()):
+        i = int(torch.nan_to_num(over, nan=float("inf")).argmax())
+        tol = float(row_tol[i if row_tol.numel() > 1 else 0])
         raise AssertionError(
             f"gradient with respect to the fresh latents differs from that of F with the "
-            f"window detached by {diff:.3e} > atol + rtol * max|grad| = {tol:.1e}")
-    return diff
+            f"window detached by {float(row_diff[i]):.3e} > atol + rtol * max|grad| = "
+            f"{tol:.1e} (fresh row {i})")
+    return float(row_diff.max())
 
 
 def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):

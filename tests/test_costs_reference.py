@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -91,12 +92,13 @@ def ref_gmmn(z, y, bandwidths=(1, 2, 4, 8, 16)):
 
 
 def ref_pullaway(z, eps=1e-12):
-    # the documented scale-invariant form: rows divided by their largest |entry| (zero rows
-    # stay zero), eps relative to that scale
+    # the documented scale-invariant form: rows divided by their largest |entry| (zero rows,
+    # and rows of subnormal numbers, whose reciprocal overflows, stay zero), eps relative to
+    # that scale
     n = len(z)
     def unit(a):
         m = max(abs(x) for x in a)
-        return [x / m for x in a] if m > 0 else [0.0 for _ in a]
+        return [x / m for x in a] if m >= sys.float_info.min else [0.0 for _ in a]
     def cos2(a, b):
         a, b = unit(a), unit(b)
         dot = math.fsum(x * w for x, w in zip(a, b))
@@ -165,6 +167,14 @@ def test_pullaway_double_loop(zy):
     z, _ = zy
     assert close(C.pullaway(t(z)), ref_pullaway(z))
     assert close(C.get("pullaway")(t(z)), ref_pullaway(z))
+
+
+def test_pullaway_subnormal_rows_count_as_zero_and_tiny_normal_rows_do_not():
+    # hypothesis found 2.2e-311 (subnormal): the documented contract treats such a row as zero
+    # (1 / its scale overflows); the smallest normal rows are still scale-invariant
+    for m, want in [(2.225073858507e-311, 0.0), (sys.float_info.min, 1.0), (1e-300, 1.0)]:
+        z = [[m], [m]]
+        assert close(C.pullaway(t(z)), want) and close(ref_pullaway(z), want), m
 
 
 # --------------------------------------------------------------- GeomLoss and POT

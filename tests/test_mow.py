@@ -40,8 +40,33 @@ def test_every_cost_is_frozen_in_mow_loss(name, case):
         dirs = torch.nn.functional.normalize(torch.randn(7, case.fresh.shape[-1], dtype=torch.float64,
                                                          generator=torch.Generator().manual_seed(2)), dim=-1)
         cost = costs.get("swae", directions=dirs)
+    scale = None
+    if name == "pullaway":   # homogeneous of degree 0 in each row: gradients round like 1 / |z_i|
+        size = case.fresh.abs().amax(-1)         # |z_i| within sqrt(D); never underflows
+        scale = torch.where(size > 0, 1 / size.clamp_min(1e-300), torch.zeros_like(size))
     mt.check_gradient_frozen(lambda f, w, y: mow_loss(cost, f, w, prior=y).total, cost,
-                             case.fresh, case.window, prior, atol=1e-8)
+                             case.fresh, case.window, prior, atol=1e-8, grad_scale=scale)
+
+
+def test_pullaway_frozen_at_a_tiny_row_whose_exact_gradient_vanishes():
+    """A fresh row of norm 1e-216 parallel to the window (found by hypothesis): the exact
+    gradient is 0, rounding gives ~1e-28 / |z| in the split path and exactly 0 in the full
+    one. Held to max |reference gradient| (0) the check fails; held to the row's natural
+    scale 1 / |z_i| it passes, and a gradient off by a relative 1e-6 of that scale fails."""
+    cost = costs.get("pullaway")
+    window = torch.tensor([[0., 0., 0.], [0., 0., 1.], [0., 0., 1.]], dtype=torch.float64)
+    scale = None
+    obj = lambda f, w, y: mow_loss(cost, f, w).total  # noqa: E731
+    for tiny in (1e-300, 1e-216, 1e-100):
+        fresh = torch.tensor([[0., 0., 1.], [0., 0., tiny]], dtype=torch.float64)
+        with pytest.raises(AssertionError, match="fresh row 1"):
+            mt.check_gradient_frozen(obj, cost, fresh, window, atol=1e-8)
+        scale = 1 / fresh.abs().amax(-1)
+        mt.check_gradient_frozen(obj, cost, fresh, window, atol=1e-8, grad_scale=scale)
+    off = torch.tensor([[0., 0., 0.], [1e-6, 0., 0.]], dtype=torch.float64) * scale[:, None]
+    bad = lambda f, w, y: mow_loss(cost, f, w).total + (f * off).sum()  # noqa: E731
+    with pytest.raises(AssertionError, match="fresh row 1"):
+        mt.check_gradient_frozen(bad, cost, fresh, window, atol=1e-8, grad_scale=scale)
 
 
 def test_leaky_objective_is_caught():

@@ -135,6 +135,33 @@ def test_signal_finishes_the_step_checkpoints_and_resume_matches(tmp_path, sig, 
     assert _rows(full) == _rows(part)
 
 
+@pytest.mark.parametrize("at", [10, 12, 13])   # due an evaluation, an epoch's end, neither
+def test_a_signal_at_any_step_keeps_every_metrics_line(tmp_path, monkeypatch, at):
+    """Deterministic twin of the test above: SIGTERM delivered in-process right after step
+    ``at`` (eval_every=5, 12 steps an epoch). The run stops there; the resumed run's metrics
+    lines and checkpoint equal an uninterrupted run's, including the line due at ``at``."""
+    from mowtheory.train._signals import Interrupted
+    from mowtheory.train.trainer import Trainer
+    full, part = tmp_path / "full", tmp_path / "part"
+    _train(full, limit=12)
+    original = Trainer.step
+
+    def step_then_signal(self, x):
+        original(self, x)
+        if self.state.step == at:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "step", step_then_signal)
+    with pytest.raises(Interrupted) as info:
+        _train(part, limit=12)
+    assert info.value.step == at and info.value.exit_status == 143
+    monkeypatch.setattr(Trainer, "step", original)
+    assert ckpt.load_checkpoint(part / "checkpoint.pt")["step"] == at
+    _train(part, limit=12, resume=True)
+    _same(_state(full), _state(part))
+    assert _rows(full) == _rows(part)
+
+
 # ------------------------------------------------------------------------------ full disk
 FSIZE = textwrap.dedent("""
     import resource, signal, sys

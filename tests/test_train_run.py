@@ -48,7 +48,8 @@ def _weights(out):
     return ckpt.load_checkpoint(out / "checkpoint.pt")["model"]
 
 
-@pytest.mark.parametrize("stop", [12, 17])  # at the end of epoch 1, in the middle of epoch 2
+# at the end of epoch 1, in the middle of epoch 2, at a step due an evaluation (its line kept)
+@pytest.mark.parametrize("stop", [12, 17, 20])
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, stop):
     # swae + prior init: exercises the data order, the window, and the generator of prior
     # samples and random directions; k=2 with N=24: 12 steps per epoch

@@ -24,8 +24,9 @@ def _unit(a: Tensor, eps: float) -> Tensor:
     Each row is first divided by its largest absolute entry (so the squared norm of a nonzero
     row becomes a number in ``[1, D]`` whatever the scale of ``a``: no underflow at
     ``|a| ~ 1e-7`` and below), then by ``sqrt(|row|^2 + eps)``. A zero row (and a row of
-    subnormal numbers, whose reciprocal overflows) stays zero, with zero gradient. Since ``cos^2`` is homogeneous of degree 0, dividing by any positive
-    function of the row changes neither the value nor the gradient of ``cos^2``.
+    subnormal numbers, whose reciprocal overflows) stays zero, with zero gradient. Since
+    ``cos^2`` is homogeneous of degree 0, dividing by any positive function of the row changes
+    neither the value nor the gradient of ``cos^2``.
     """
     scale = a.abs().amax(-1, keepdim=True)
     # rows below the smallest normal number count as zero: 1 / scale would overflow
@@ -57,7 +58,8 @@ def pullaway(z: Tensor, *, eps: float = DEFAULT_EPS) -> Tensor:
             ``cos(a, b) = a~.b~ / (sqrt(|a~|^2 + eps) sqrt(|b~|^2 + eps))``. The result is
             scale-invariant (the same cos^2 at ``|z| ~ 1e-7`` as at ``|z| ~ 1``), changes
             cos^2 by a relative ``<= 2 eps`` (negligible at the default 1e-12), and a zero
-            vector has cos = 0 with a zero gradient.
+            vector (or one whose largest entry is subnormal, below ``finfo.tiny``) has
+            cos = 0 with a zero gradient.
 
     Returns:
         0-dim tensor (dtype of z), in ``[0, 1]``.

@@ -52,7 +52,6 @@ rho = 1 exactly.)
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch

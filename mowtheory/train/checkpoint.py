@@ -1,7 +1,8 @@
 """Checkpoints of a training run: atomic, checksummed writes, validation, RNG states,
 configuration comparison.
 
-A checkpoint is one ``torch.save`` dictionary (see :func:`mowtheory.train.trainer.train`)::
+A checkpoint is one ``torch.save`` dictionary (schema: :data:`TRAINING_KEYS`,
+:func:`training_state`; written by :class:`mowtheory.train.trainer.Trainer`)::
 
     {"format": 1, "config": {...}, "step": int, "epoch": int, "pos": int, "perm": LongTensor,
      "model": state_dict, "optimizer": state_dict, "mow": MoW.state_dict(),
@@ -39,9 +40,20 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 MAGIC = b"\nMOWTHEORY-CHECKPOINT "
 
-#: what a training checkpoint holds (:func:`check_training_state`)
+#: what a training checkpoint holds (:func:`training_state`, :func:`check_training_state`):
+#: ``config`` (TrainConfig.to_dict), ``step`` (steps done), ``epoch`` (epochs completed),
+#: ``pos`` (steps done in the current epoch), ``perm`` (its permutation; None at an epoch
+#: boundary), ``model``/``optimizer``/``mow`` (state_dicts; ``mow`` holds the window),
+#: ``data_generator`` (state of the data-order generator), ``rng`` (:func:`rng_state`),
+#: ``acc``/``acc_steps`` (loss parts summed since the last evaluation, float64 (3,))
 TRAINING_KEYS = ("format", "config", "step", "epoch", "pos", "perm", "model", "optimizer",
                  "mow", "data_generator", "rng", "acc", "acc_steps")
+#: also written, optional when read (older checkpoints): ``resolved`` (arch, resolution,
+#: latent_dim), ``world_size`` and ``k_per_process`` (processes of the run), ``last_metrics``
+#: (the last evaluation), ``torch`` (version)
+OPTIONAL_KEYS = ("resolved", "world_size", "k_per_process", "last_metrics", "torch")
+#: settings of configurations older than a field (added when comparing them)
+OLDER_DEFAULTS = {"method": "mow", "chunk": 1}
 
 
 class _Summing:
@@ -196,6 +208,70 @@ def check_training_state(state: dict, path, *, model_state: dict | None = None,
         raise _bad(path, "mow", f"must be a MoW state_dict; got {type(state['mow']).__name__}")
     _check_finite_tree(path, "mow", state["mow"])
     return state
+
+
+def training_state(**fields) -> dict:
+    """A training checkpoint: exactly the fields of :data:`TRAINING_KEYS` (``format`` is
+    filled in) and any of :data:`OPTIONAL_KEYS`; a missing or unknown field is a
+    ``TypeError`` naming it (the schema lives here, not in the trainer)."""
+    fields = {"format": FORMAT, **fields}
+    missing = [k for k in TRAINING_KEYS if k not in fields]
+    unknown = [k for k in fields if k not in TRAINING_KEYS and k not in OPTIONAL_KEYS]
+    if missing or unknown:
+        raise TypeError(f"training_state: missing fields {missing}, unknown fields {unknown}; "
+                        f"allowed: {TRAINING_KEYS + OPTIONAL_KEYS}")
+    return fields
+
+
+def check_resumable(path, state: dict, config: dict, *, world_size: int, k: int,
+                    epochs: int, free: Iterable[str]) -> None:
+    """The resume rules: the checkpoint at ``path`` (``state``) may be continued by a run
+    of ``config`` with ``world_size`` processes of ``k`` fresh examples each and ``epochs``
+    epochs when it was written by the same number of processes, with a configuration equal
+    on every key outside ``free``, and has not completed more than ``epochs`` epochs.
+    Raises ValueError saying which rule failed and how to proceed."""
+    saved_world = int(state.get("world_size", 1))
+    saved_k = int(state["config"].get("k", k))
+    if saved_world != world_size:
+        raise ValueError(
+            f"cannot resume from {path}: it was written by a run with "
+            f"world_size={saved_world} (k={saved_k} per process), this run has "
+            f"world_size={world_size} (k={k} per process); resume it with the same number "
+            f"of processes: "
+            + (f"torchrun --nproc_per_node={saved_world} -m mowtheory train ... "
+               f"--distributed --resume" if saved_world > 1 else
+               "one process, without --distributed"))
+    diff = config_diff({**OLDER_DEFAULTS, **state["config"]}, config, ignore=free)
+    if diff:
+        raise ValueError(
+            f"cannot resume from {path}: the configuration differs in "
+            f"{', '.join(key for key, _, _ in diff)} ({format_diff(diff)}); rerun with the "
+            f"checkpoint's settings or choose another --out")
+    if int(state.get("epoch", 0)) > epochs:
+        raise ValueError(
+            f"cannot resume from {path} with epochs={epochs}: its run has already "
+            f"completed {int(state['epoch'])} epochs (step {int(state['step'])}); pass "
+            f"--epochs {int(state['epoch'])} or more to continue it")
+
+
+def checkpoint_to_resume(path: Path, *, resume: bool, overwrite: bool) -> dict | None:
+    """The checkpoint a run in ``path.parent`` starts from: the loaded one with ``resume``,
+    None for a fresh start. Refuses a folder in its place, ``resume`` without a checkpoint,
+    and a fresh start over a checkpoint without ``overwrite`` (ValueError or
+    FileNotFoundError saying what to pass)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint file; remove it or choose "
+                         f"another --out")
+    if resume:
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from: {path} does "
+                                    f"not exist (start without --resume)")
+        return load_checkpoint(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"out={str(path.parent)!r} already holds a checkpoint ({path}); pass "
+                         f"resume=True (--resume) to continue it or overwrite=True "
+                         f"(--overwrite) to start afresh")
+    return None
 
 
 def _check_finite_tree(path, field: str, tree) -> None:
