@@ -36,6 +36,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", default=None,
                    help="write the results as a JSON list of {id, claim, passed, evidence, seconds}")
     p.add_argument("--list", action="store_true", help="list the check ids and claims, then exit")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 when a check is INCONCLUSIVE (as `mowtheory flow`; a proof "
+                        "check is exact and never is, so this changes nothing today)")
     return p
 
 
@@ -59,7 +62,8 @@ def _table(results, width: int) -> str:
 
 def run(args) -> int:
     """Run the selected checks; print the table (and evidence of failures); write ``--json``.
-    Returns 0 if all passed, 1 otherwise. Raises ``ValueError`` for an unknown ``--only`` id."""
+    Returns :func:`mowtheory.cli.verdict_exit_status` of the results (0 if all passed, 1
+    otherwise). Raises ``ValueError`` for an unknown ``--only`` id."""
     import mowtheory.proofs as pc
 
     from ._io import atomic_write_json, check_output_file
@@ -89,4 +93,5 @@ def run(args) -> int:
     if args.json:
         atomic_write_json(args.json, [r.to_dict() for r in results], indent=2)
         print(f"wrote {args.json}")
-    return 1 if failed else 0
+    from .cli import verdict_exit_status
+    return verdict_exit_status([r.status for r in results], strict=args.strict)

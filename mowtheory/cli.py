@@ -3,7 +3,7 @@
 Each subcommand lives next to the code it drives and exposes two functions::
 
     register(subparsers) -> argparse.ArgumentParser   # adds its parser
-    run(args) -> int                                   # exit status
+    run(args) -> int                                   # exit status (EXIT_* below)
 
 This module only assembles them and turns ``ValueError``/``OSError`` raised for
 bad input or I/O (a path, a full disk), and ``ImportError`` for a missing optional dependency, into a one-line message on
@@ -33,6 +33,27 @@ SUBCOMMANDS = {
                                      "(or --method minibatch / gradcache)"),
     "bench": ("mowtheory.bench", "performance benchmarks (ratios measured side by side)"),
 }
+
+
+#: The exit statuses every subcommand shares: 0 done (and every claim it decided passed), 1 a
+#: claim it decided FAILED (``check``, ``flow``; with ``--strict`` also one INCONCLUSIVE),
+#: 2 bad input or an I/O error (one line on stderr, before any work where it can be known),
+#: 3 a training run stopped on a non-finite loss, 128 + signum after SIGTERM/SIGINT.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NON_FINITE = 0, 1, 2, 3
+
+
+def verdict_exit_status(statuses, *, strict: bool = False) -> int:
+    """The exit status of a command that decides claims (``check``, ``flow``), from their
+    statuses (``"PASS" | "FAIL" | "INCONCLUSIVE"``): :data:`EXIT_FAILED` when one FAILED, or
+    with ``strict`` when one is INCONCLUSIVE (it could not be computed); else
+    :data:`EXIT_OK`."""
+    statuses = list(statuses)
+    unknown = sorted(set(statuses) - {"PASS", "FAIL", "INCONCLUSIVE"})
+    if unknown:
+        raise ValueError(f"a verdict status must be PASS, FAIL or INCONCLUSIVE; got {unknown}")
+    if "FAIL" in statuses or (strict and "INCONCLUSIVE" in statuses):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _command(argv) -> str | None:
@@ -84,10 +105,10 @@ def main(argv=None) -> int:
         else:
             msg = " ".join(str(exc).split())
         print(f"mowtheory {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except ImportError as exc:  # an optional dependency (e.g. the `data` extra) is missing
         print(f"mowtheory {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"mowtheory {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -34,7 +34,7 @@ Both classes have the surface of :meth:`mowtheory.mow.MoW.step`: ``step(x, optim
 returns the detached :class:`~mowtheory.mow.LossParts` ``(total, batch_cost, per_example)``
 (tensors on the device; no host synchronisation in the step), for any encoder, any
 registered or user F (``F(z)`` or ``F(z, prior)``), any ``torch.optim`` optimizer. A
-regulariser weight lambda is part of F (e.g. ``mowtheory.train.config.build_cost``).
+regulariser weight lambda is part of F (e.g. ``mowtheory.train.objective.build_cost``).
 """
 from __future__ import annotations
 

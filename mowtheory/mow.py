@@ -42,14 +42,13 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
+from ._names import REDUCTIONS, REFRESH_POLICIES
 from ._validate import check_choice, check_int, check_latents, check_pair
 from .costs import BatchCost
 from .costs import registry as _registry
 from .frozen import FrozenWindow
 from .window import INIT_POLICIES
 
-REDUCTIONS = ("sum", "mean", "sqrt_mean")
-REFRESH_POLICIES = ("post", "pre")
 
 
 class LossParts(NamedTuple):

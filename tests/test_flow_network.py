@@ -1,6 +1,7 @@
 """Theorem 1 on a real network: the exact expectation over a finite dataset, batched costs,
 the vmap replica ensemble against a loop over the package's MoW class, and the CLI."""
 import itertools
+import json
 
 import pytest
 import torch
@@ -276,16 +277,23 @@ def test_cli_runs_the_network_study_and_refuses_toy_options(tmp_path, capsys):
                  "--etas", "0.04,0.02,0.01", "--horizon", "0.4", "--no-controls", "--bootstrap", "20", "--quiet",
                  "--plot", str(tmp_path / "net.png"), "--json", str(js)])
     out = capsys.readouterr().out
-    assert code == 0 and "RESULT:" in out and "observable recon" in out
+    assert "RESULT:" in out and "observable recon" in out
     assert js.exists() and (tmp_path / "net.png").exists()
+
+    def expected_code(path):          # exit 1 exactly when a verdict FAILED (tiny sizes here)
+        statuses = [v["status"] for v in json.loads(path.read_text())["verdicts"]]
+        return 1 if "FAIL" in statuses else 0
+    assert code == expected_code(js)
     code = main(["flow", "--model", "mlp", "--cost", "cwae", "--limit", "48", "--hidden", "3",
                  "--replicas", "32", "--etas", "0.04,0.02,0.01", "--horizon", "0.4",
-                 "--bootstrap", "20", "--quiet", "--no-plot"])
+                 "--bootstrap", "20", "--quiet", "--no-plot", "--json", str(js)])
     out = capsys.readouterr().out
-    assert code == 0 and "coupled, reference-free check" in out
+    assert code == expected_code(js) and "coupled, reference-free check" in out
     for bad, words in ((["--model", "mlp", "--window", "time"], "--window apply to toy"),
                        (["--limit", "10"], "--limit apply to the real-network"),
-                       (["--model", "mlp", "--device", "tpu"], "device must be")):
+                       (["--model", "mlp", "--device", "tpu"], "device must be"),
+                       (["--model", "mlp", "--cost", "cwae", "--control-replicas", "16"],
+                        "has no planted-fault controls")):
         try:
             code = main(["flow", *bad, "--quiet", "--no-plot"])
         except SystemExit as exc:
@@ -311,3 +319,18 @@ def test_convergence_real_experiment_runs_at_toy_size(tmp_path):
                           "--tiny", "--report-only", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600, cwd=root)
     assert res.returncode == 0 and "2 runs, 0 missing" in res.stdout
+
+
+def test_cli_passes_control_replicas_to_the_network_study(monkeypatch, capsys):
+    from mowtheory.cli import main
+    from mowtheory.flow import network_study
+    seen = {}
+
+    def capture(problem, **kw):
+        seen.update(kw)
+        raise ValueError("stopped before the study (test)")
+    monkeypatch.setattr(network_study, "run_network_study", capture)
+    code = main(["flow", "--model", "mlp", "--limit", "48", "--hidden", "3", "--replicas", "32",
+                 "--control-replicas", "24", "--quiet", "--no-plot"])
+    assert code == 2 and "stopped before the study" in capsys.readouterr().err
+    assert seen["control_replicas"] == 24 and seen["replicas"] == 32 and seen["controls"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mowtheory.cli import main as cli_main
-from mowtheory.flow import fault_verdicts, fit_order, follows_ode, run_study, solve_reference
+from mowtheory.flow import run_study, solve_reference
+from mowtheory.flow.rates import fault_verdicts, fit_order, follows_ode
 from mowtheory.flow.sme import check_sme
 
 
@@ -123,15 +124,18 @@ def test_cli_runs_and_writes_json_and_plot(tmp_path, capsys):
 def test_cli_controls_include_the_gradient_leak(tmp_path, capsys):
     out_json = tmp_path / "flow.json"
     rc = cli_main(["flow", "--replicas", "64", "--etas", "0.02,0.01,0.005", "--horizon", "0.2",
-                   "--bootstrap", "20", "--quiet", "--no-plot", "--json", str(out_json)])
-    assert rc == 0
+                   "--bootstrap", "20", "--quiet", "--no-plot", "--json", str(out_json),
+                   "--control-replicas", "48"])
     text = capsys.readouterr().out
-    assert "leak-window (linear-gaussian, n=8, k=1, 64 replicas)" in text
+    assert "leak-window (linear-gaussian, n=8, k=1, 48 replicas)" in text
+    assert text.count(", 48 replicas)") == 4                 # every control, as asked
     assert "PASS  planted fault: gradient leaking into the window" in text
     data = json.loads(out_json.read_text())
     assert data["controls"]["leak_window"]["window"] == "leak"
     (v,) = [v for v in data["verdicts"] if v["id"] == "fault.leak"]
     assert v["passed"], v
+    # exit 1 exactly when a verdict FAILED (48 replicas are too few for some of them)
+    assert rc == (1 if any(u["status"] == "FAIL" for u in data["verdicts"]) else 0)
 
 
 def test_cli_bad_arguments_exit_2(capsys):
@@ -140,6 +144,11 @@ def test_cli_bad_arguments_exit_2(capsys):
     assert cli_main(["flow", "--k", "9", "--quiet", "--no-plot"]) == 2
     assert "k must be an integer with 1 <= k <= n = 8; got k=9" in capsys.readouterr().err
     assert cli_main(["flow", "--symmetrize", "--quiet", "--no-plot"]) == 2
+    assert cli_main(["flow", "--control-replicas", "3", "--quiet", "--no-plot"]) == 2
+    assert "control_replicas (--control-replicas) must be an integer with 16 <= " \
+           "control_replicas (--control-replicas); got" in capsys.readouterr().err
+    assert cli_main(["flow", "--control-replicas", "32", "--no-controls", "--quiet"]) == 2
+    assert "which --no-controls turns off" in capsys.readouterr().err
 
 
 def test_sme_covariance_prediction_scalar():
@@ -218,7 +227,8 @@ def test_a_drift_wrong_by_ten_percent_is_rejected(monkeypatch, problem, replicas
 def test_extrapolated_bias_recovers_a_planted_floor_exactly():
     """On synthetic runs m_eta(t) = b(t) + eta e(t) (no noise but one replica offset), the
     Richardson extrapolation returns b."""
-    from mowtheory.flow import SimulationResult, extrapolated_bias
+    from mowtheory.flow import SimulationResult
+    from mowtheory.flow.rates import extrapolated_bias
     t = np.linspace(0, 1, 9)
     ref = lambda times: np.stack([np.sin(times), np.cos(times)], -1)   # noqa: E731
     b = np.stack([0.1 * t, -0.05 * t ** 2], -1)
@@ -237,3 +247,23 @@ def test_extrapolated_bias_recovers_a_planted_floor_exactly():
     assert abs(bias.sup - np.linalg.norm(b, axis=-1).max()) < 1e-12
     assert bias.z_max > bias.z_crit                                    # the floor is a bias
     assert extrapolated_bias([run(0.01)], ref) is None                 # one run: no verdict
+
+
+def test_cli_exits_1_when_a_verdict_fails_without_strict(capsys):
+    """The study of a planted fault (gradient leaking into the window) as the main study: its
+    bias verdict FAILS, and a FAIL exits 1 with or without --strict (as in mowtheory check)."""
+    argv = ["flow", "--window", "leak", "--replicas", "64", "--etas", "0.02,0.01,0.005",
+            "--horizon", "0.2", "--no-controls", "--bootstrap", "20", "--quiet", "--no-plot"]
+    assert cli_main(argv) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  " in out and "RESULT:" in out and "FAILED" in out
+
+
+def test_exit_status_policy():
+    from mowtheory.cli import verdict_exit_status as status_of
+    assert status_of(["PASS", "PASS"]) == 0 and status_of([]) == 0
+    assert status_of(["PASS", "FAIL"]) == 1 and status_of(["FAIL"], strict=True) == 1
+    assert status_of(["PASS", "INCONCLUSIVE"]) == 0
+    assert status_of(["PASS", "INCONCLUSIVE"], strict=True) == 1
+    with pytest.raises(ValueError, match="PASS, FAIL or INCONCLUSIVE; got \\['passed'\\]"):
+        status_of(["passed"])

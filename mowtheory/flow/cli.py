@@ -9,10 +9,11 @@ writes a PNG (default ``mowtheory_out/flow.png``).
 
 Each verdict prints PASS, FAIL or INCONCLUSIVE (a statistic, interval or sample that is NaN,
 empty or below its stated minimum: fewer than 16 replicas, no bootstrap, too few usable step
-sizes). Exit status: 0 when the study ran, whatever the verdicts (they are printed, with a
-final ``RESULT:`` line saying how many failed or were inconclusive); 1 with ``--strict`` when
-a verdict did not pass; 2 on bad arguments (a one-line error, before any work: the etas,
-``--bootstrap``, the output paths, the memory the study needs).
+sizes). Exit status (:func:`mowtheory.cli.verdict_exit_status`, shared with ``mowtheory
+check``): 0 when every verdict passed; 1 when one FAILED (the verdicts are printed, with a
+final ``RESULT:`` line saying how many failed or were inconclusive), and with ``--strict``
+also when one is INCONCLUSIVE; 2 on bad arguments (a one-line error, before any work: the
+etas, ``--bootstrap``, the output paths, the memory the study needs).
 """
 from __future__ import annotations
 
@@ -84,6 +85,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated step sizes (None: the problem's)")
     p.add_argument("--replicas", type=int, default=None,
                    help="replicas per step size (None: 2048 for a toy problem, 256 for --model)")
+    p.add_argument("--control-replicas", type=int, default=None,
+                   help="replicas of each planted-fault control, at least 16 (None: min(R, 512) "
+                        "for the window controls and 2R for the position-weighted pair of a toy "
+                        "study, R for a --model study; R = --replicas)")
     p.add_argument("--horizon", type=float, default=None, help="T, the time horizon (None: the problem's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default="encode", choices=INIT_POLICIES)
@@ -106,17 +111,22 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help="PNG path")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a verdict failed")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 when a verdict is INCONCLUSIVE (one that FAILED always "
+                        "exits 1)")
     from .network_cli import add_arguments
     add_arguments(p)
     p.set_defaults(_flow_defaults={a.dest: a.default for a in p._actions})
     return p
 
 
-def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
+def run_controls(main, *, replicas: int, seed: int, progress: bool,
+                 control_replicas=None) -> dict:
     """The planted-fault studies: the main study with ``window="time"`` and with
     ``window="leak"`` (if it was a ``"steps"`` study with a window), and the position-weighted
-    F with and without symmetrisation."""
+    F with and without symmetrisation. ``control_replicas`` replicas each; None: ``min(replicas,
+    512)`` for the window controls (their faults are large) and ``2 * replicas`` for the
+    position-weighted pair (its fault is an O(1/n) asymmetry, the subtlest of the four)."""
     from .problems import get_problem
     from .study import default_etas, max_record, run_study
     c = main.config
@@ -124,7 +134,8 @@ def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
     if c["window"] == "steps" and c["k"] < c["n"] and c["init"] == "encode":
         for window in ("time", "leak"):
             out[f"{window}_window"] = run_study(
-                main.problem, n=c["n"], k=c["k"], etas=main.etas, replicas=min(replicas, 512),
+                main.problem, n=c["n"], k=c["k"], etas=main.etas,
+                replicas=control_replicas or min(replicas, 512),
                 horizon=c["horizon"], seed=seed, init=c["init"], refresh=c["refresh"],
                 reduction=c["reduction"], balanced=c["balanced"], window=window,
                 record=c["record"], bootstrap=c["bootstrap"], progress=progress,
@@ -132,7 +143,8 @@ def run_controls(main, *, replicas: int, seed: int, progress: bool) -> dict:
     pw = get_problem("position-weighted")
     pw_record = min(c["record"], max_record(pw.defaults.get("horizon", 1.0), default_etas(pw)))
     for key, sym in (("position_weighted", False), ("symmetrized", True)):
-        out[key] = run_study("position-weighted", params={"symmetrize": sym}, replicas=4096,
+        out[key] = run_study("position-weighted", params={"symmetrize": sym},
+                             replicas=control_replicas or 2 * replicas,
                              seed=seed, record=pw_record, bootstrap=c["bootstrap"],
                              progress=progress, desc=f"control: {key.replace('_', '-')}")
     return out
@@ -165,6 +177,14 @@ def run(args) -> int:
         check_output_file("--plot", args.plot)
     if args.threads < 1:
         raise ValueError(f"threads must be >= 1; got threads={args.threads}")
+    if args.control_replicas is not None:
+        if not args.controls:
+            raise ValueError(f"--control-replicas {args.control_replicas} applies to the "
+                             f"planted-fault controls, which --no-controls turns off")
+        from .._validate import check_int
+        from .rates import MIN_REPLICAS
+        check_int("control_replicas (--control-replicas)", args.control_replicas,
+                  low=MIN_REPLICAS)
     from . import network_cli
     network_cli.check_arguments(args, getattr(args, "_flow_defaults", {}))
     torch.set_num_threads(args.threads)
@@ -188,8 +208,8 @@ def run(args) -> int:
                      balanced=args.balanced, window=args.window, tau=args.tau,
                      record=args.record, bootstrap=args.bootstrap, progress=progress,
                      desc="main study")
-    controls = run_controls(main, replicas=args.replicas, seed=args.seed,
-                            progress=progress) if args.controls else {}
+    controls = run_controls(main, replicas=args.replicas, seed=args.seed, progress=progress,
+                            control_replicas=args.control_replicas) if args.controls else {}
     verdicts = list(main.verdicts)
     verdicts += fault_verdicts(controls.get("position_weighted"), controls.get("symmetrized"),
                                controls.get("time_window"), controls.get("leak_window"))
@@ -225,8 +245,8 @@ def run(args) -> int:
 
 
 def _report(verdicts, wall: float, *, strict: bool, out=None) -> int:
-    """Print the verdicts and the ``RESULT:`` line; return the exit status (1 with ``strict``
-    when a verdict did not pass, else 0)."""
+    """Print the verdicts and the ``RESULT:`` line; return the exit status
+    (:func:`mowtheory.cli.verdict_exit_status`)."""
     from .rates import FAIL, INCONCLUSIVE, status
     out = out or sys.stdout
     print("verdicts:", file=out)
@@ -242,4 +262,5 @@ def _report(verdicts, wall: float, *, strict: bool, out=None) -> int:
               + f"  (wall {wall:.1f} s)", file=out)
     else:
         print(f"RESULT: all {len(verdicts)} verdicts passed (wall {wall:.1f} s)", file=out)
-    return 1 if (failed and strict) else 0
+    from ..cli import verdict_exit_status
+    return verdict_exit_status([status(v) for v in verdicts], strict=strict)

@@ -81,6 +81,11 @@ def run(args, report) -> int:
         problem.to(args.device)
     exact = problem.cost.supports_split and problem.cost.linear_in_constants
     coupled = args.coupled or not exact or args.reduction == "sqrt_mean"
+    if coupled and args.control_replicas is not None:
+        raise ValueError(f"--control-replicas {args.control_replicas} applies to the study "
+                         f"against the exact reference; the coupled check of cost "
+                         f"{problem.cost.name!r} (reduction {args.reduction!r}) has no "
+                         f"planted-fault controls: remove it")
     replicas = 256 if args.replicas is None else args.replicas
     kw = dict(n=args.n or 8, k=args.k or 1, etas=args.etas, replicas=replicas,
               horizon=args.horizon or 1.0, seed=args.seed, refresh=args.refresh,
@@ -101,7 +106,8 @@ def run(args, report) -> int:
         from .network_study import run_network_study
         print("MoW on a real network: replicas against S' = -(k/n) grad C with the exact "
               "C(theta) of the dataset (Theorem 1)", file=out)
-        study = run_network_study(problem, init=args.init, controls=args.controls, **kw)
+        study = run_network_study(problem, init=args.init, controls=args.controls,
+                                  control_replicas=args.control_replicas, **kw)
         print(study.table(), file=out)
         if study.controls:
             from .cli import _control_line

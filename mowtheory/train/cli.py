@@ -17,10 +17,14 @@ process reads k examples a step (the step of one process with k·P), rank 0 writ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 
-MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
-REDUCTIONS = ("sum", "mean", "sqrt_mean")
+#: the options whose CLI default differs from the :class:`TrainConfig` field's: None is
+#: resolved by :func:`config_from_args` (``out`` from the run's settings, ``device`` to cuda
+#: when available)
+CLI_RESOLVED = ("out", "device")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -32,7 +36,30 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _option(group, name: str, help: str, *flags: str) -> None:
+    """Add the option of :class:`TrainConfig` field ``name``: its default, type and choices
+    come from the dataclass and :data:`~mowtheory.train.config.CHOICES` (one source of
+    truth). A bool field is an on/off flag (``--no-NAME`` when it defaults to True); ``flags``
+    default to ``--name-with-dashes``."""
+    from .config import CHOICES, TrainConfig
+    field = TrainConfig.__dataclass_fields__[name]
+    tp = typing.get_type_hints(TrainConfig)[name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    base = args[0] if typing.get_origin(tp) is typing.Union else tp
+    default = None if name in CLI_RESOLVED else field.default
+    if base is bool:
+        flags = flags or ((f"--no-{name.replace('_', '-')}",) if default else
+                          (f"--{name.replace('_', '-')}",))
+        group.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
+                           help=help)
+        return
+    group.add_argument(*(flags or (f"--{name.replace('_', '-')}",)), dest=name, type=base,
+                       default=default, choices=CHOICES.get(name), help=help)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``train`` to ``subparsers``: one option per :class:`TrainConfig` field (a test
+    checks that every field has one, with the field's default and choices)."""
     p = subparsers.add_parser(
         "train", help="train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) (or --method "
              "minibatch / gradcache)",
@@ -45,118 +72,87 @@ def register(subparsers) -> argparse.ArgumentParser:
             "interpolations.png in --out."),
         formatter_class=_Formatter)
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", choices=MODELS, default="cwae",
-                   help="cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: sliced "
-                        "Wasserstein (fresh directions each step); gmmn: Gaussian MMD^2; "
-                        "energy: energy distance")
-    g.add_argument("--dataset", default="digits",
-                   help="digits, mnist5k (bundled); mnist, fashion, cifar10, celeba, ffhq "
-                        "(need --data-dir)")
-    g.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    g.add_argument("--arch", default=None, help="architecture (default: the dataset's)")
-    g.add_argument("--latent-dim", type=int, default=None, help="latent dimension D "
-                   "(default: the architecture's)")
-    g.add_argument("--resolution", type=int, default=None,
-                   help="image side for celeba/ffhq (default 64/1024)")
-    g.add_argument("--limit", type=int, default=None, help="use the first LIMIT training examples")
+    _option(g, "model", "cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: "
+            "sliced Wasserstein (fresh directions each step); gmmn: Gaussian MMD^2; energy: "
+            "energy distance")
+    _option(g, "dataset", "digits, mnist5k (bundled); mnist, fashion, cifar10, celeba, ffhq "
+            "(need --data-dir)")
+    _option(g, "data_dir", "folder with the dataset's files")
+    _option(g, "arch", "architecture (default: the dataset's)")
+    _option(g, "latent_dim", "latent dimension D (default: the architecture's)")
+    _option(g, "resolution", "image side for celeba/ffhq (default 64/1024)")
+    _option(g, "limit", "use the first LIMIT training examples")
     t = p.add_argument_group("method")
-    t.add_argument("--method", choices=("mow", "minibatch", "gradcache"), default="mow",
-                   help="mow: k examples a step against a window of n-k frozen latents; "
-                        "minibatch: standard training, n examples a step; gradcache: the same "
-                        "n-batch step and gradient in the activation memory of --chunk examples "
-                        "(the n-batch methods ignore --k, --init, --refresh)")
-    t.add_argument("--chunk", type=int, default=1,
-                   help="gradcache: examples encoded at a time (1 <= chunk <= n)")
+    _option(t, "method", "mow: k examples a step against a window of n-k frozen latents; "
+            "minibatch: standard training, n examples a step; gradcache: the same n-batch step "
+            "and gradient in the activation memory of --chunk examples (the n-batch methods "
+            "ignore --k, --init, --refresh)")
+    _option(t, "chunk", "gradcache: examples encoded at a time (1 <= chunk <= n)")
     m = p.add_argument_group("MoW")
-    m.add_argument("--n", "--batch-n", dest="n", type=int, default=64,
-                   help="batch size seen by the batch cost F (--batch-n is the same option; "
-                        "spell it so under torchrun, whose own options make --n ambiguous)")
-    m.add_argument("--k", type=int, default=1, help="fresh examples per step (1 <= k <= n)")
-    m.add_argument("--lambda", dest="lam", type=float, default=1.0,
-                   help="weight of the batch cost F")
-    m.add_argument("--reduction", choices=REDUCTIONS, default="sqrt_mean",
-                   help="reduction of the per-example errors over the k fresh examples; "
-                        "sqrt_mean (square root of the batch mean) is what the paper's "
-                        "experiments (the authors' code) used; sum is the theorem's cost")
-    m.add_argument("--balanced", action="store_true",
-                   help="scale the F-term by n/k (balanced MoW: the balance of standard training)")
-    m.add_argument("--init", choices=("encode", "prior", "prior-once"), default="encode",
-                   help="window init: encode n-k training examples at theta_0 (paper); prior: "
-                        "N(0, I) draws at the start of every epoch, write position reset "
-                        "(authors' code); prior-once: N(0, I) draws before the first step only")
-    m.add_argument("--refresh", choices=("post", "pre"), default="post",
-                   help="store latents re-encoded after the update (paper) or those from before "
-                        "it (authors' code)")
-    m.add_argument("--swae-directions", type=int, default=50,
-                   help="random directions of the sliced distance (swae)")
+    _option(m, "n", "batch size seen by the batch cost F (--batch-n is the same option; spell "
+            "it so under torchrun, whose own options make --n ambiguous)", "--n", "--batch-n")
+    _option(m, "k", "fresh examples per step (1 <= k <= n)")
+    _option(m, "lam", "weight of the batch cost F", "--lambda")
+    _option(m, "reduction", "reduction of the per-example errors over the k fresh examples; "
+            "sqrt_mean (square root of the batch mean) is what the paper's experiments (the "
+            "authors' code) used; sum is the theorem's cost")
+    _option(m, "balanced", "scale the F-term by n/k (balanced MoW: the balance of standard "
+            "training)")
+    _option(m, "init", "window init: encode n-k training examples at theta_0 (paper); prior: "
+            "N(0, I) draws at the start of every epoch, write position reset (authors' code); "
+            "prior-once: N(0, I) draws before the first step only")
+    _option(m, "refresh", "store latents re-encoded after the update (paper) or those from "
+            "before it (authors' code)")
+    _option(m, "swae_directions", "random directions of the sliced distance (swae)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=("adam", "gd"), default="adam")
-    o.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    o.add_argument("--epochs", type=int, default=1, help="passes over the training examples")
-    o.add_argument("--seed", type=int, default=0)
+    _option(o, "optimizer", "adam, or gd (plain gradient descent)")
+    _option(o, "lr", "learning rate")
+    _option(o, "epochs", "passes over the training examples")
+    _option(o, "seed", "seeds the model, the data order, the window init and the prior")
     r = p.add_argument_group("run")
-    r.add_argument("--out", default=None,
-                   help="output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED; "
-                        "-minibatch or -gradcache-cC in place of -kK for those methods)")
-    r.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt (the configuration must match)")
-    r.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an OUT that already holds a checkpoint")
-    r.add_argument("--checkpoint-every", type=int, default=0,
-                   help="also write the checkpoint every this many steps (0: each epoch only)")
-    r.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: cuda when available, else cpu")
-    r.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
-    r.add_argument("--eval-every", type=int, default=0,
-                   help="also evaluate every this many steps (0: at the end of each epoch only)")
-    r.add_argument("--eval-limit", type=int, default=2000,
-                   help="test examples used for the metrics")
-    r.add_argument("--distance-n", type=int, default=1000,
-                   help="test latents used for the WAE/CW distances (O(N^2))")
-    r.add_argument("--cache-dir", default=None,
-                   help="cache of the FD feature network (default OUT/cache)")
-    r.add_argument("--no-fd", dest="fd", action="store_false",
-                   help="skip the Fréchet distance (FD-small-classifier)")
-    r.add_argument("--fd-train-steps", type=int, default=800,
-                   help="minimum training steps of the FD feature network (trained once, cached)")
-    r.add_argument("--no-images", dest="images", action="store_false",
-                   help="do not write the PNG figures")
-    r.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar")
+    _option(r, "out", "output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED; "
+            "-minibatch or -gradcache-cC in place of -kK for those methods)")
+    _option(r, "resume", "continue from OUT/checkpoint.pt (the configuration must match)")
+    _option(r, "overwrite", "start afresh in an OUT that already holds a checkpoint")
+    _option(r, "checkpoint_every", "also write the checkpoint every this many steps (0: each "
+            "epoch only)")
+    _option(r, "stop_after_steps", "stop after this many steps in total, with a checkpoint, as "
+            "an interruption would (continue with --resume)")
+    _option(r, "device", "default: cuda when available, else cpu")
+    _option(r, "bf16", "bfloat16 autocast for the networks")
+    _option(r, "eval_every", "also evaluate every this many steps (0: at the end of each "
+            "epoch only)")
+    _option(r, "eval_limit", "test examples used for the metrics")
+    _option(r, "distance_n", "test latents used for the WAE/CW distances (O(N^2))")
+    _option(r, "cache_dir", "cache of the FD feature network (default OUT/cache)")
+    _option(r, "fd", "skip the Fréchet distance (FD-small-classifier)")
+    _option(r, "fd_train_steps", "minimum training steps of the FD feature network (trained "
+            "once, cached)")
+    _option(r, "images", "do not write the PNG figures")
+    _option(r, "progress", "no progress bar")
     d = p.add_argument_group("several processes")
-    d.add_argument("--distributed", action="store_true",
-                   help="data-parallel MoW under `torchrun --nproc_per_node=P -m mowtheory train "
-                        "... --distributed`: each process reads k examples a step (the step of "
-                        "one process with k*P); rank 0 evaluates and writes the files")
-    d.add_argument("--dist-timeout", type=float, default=1800.0,
-                   help="seconds every collective may wait (rank 0's evaluations must fit)")
+    _option(d, "distributed", "data-parallel MoW under `torchrun --nproc_per_node=P -m "
+            "mowtheory train ... --distributed`: each process reads k examples a step (the "
+            "step of one process with k*P); rank 0 evaluates and writes the files")
+    _option(d, "dist_timeout", "seconds every collective may wait (rank 0's evaluations must "
+            "fit)")
     return p
 
 
 def config_from_args(args):
-    """The :class:`~mowtheory.train.trainer.TrainConfig` of parsed arguments."""
+    """The :class:`~mowtheory.train.trainer.TrainConfig` of parsed arguments: every field
+    from the option of the same name; ``out`` and ``device`` resolved when not given."""
     import torch
 
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["device"] = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     what = (f"k{args.k}{'-balanced' if args.balanced else ''}" if args.method == "mow" else
             args.method + (f"-c{args.chunk}" if args.method == "gradcache" else ""))
-    out = (args.out if args.out is not None     # --out "" is refused, not replaced
-           else f"runs/{args.model}-{args.dataset}-n{args.n}-{what}-s{args.seed}")
-    return TrainConfig(
-        model=args.model, dataset=args.dataset, out=out, n=args.n, k=args.k, lr=args.lr,
-        optimizer=args.optimizer, epochs=args.epochs, lam=args.lam, reduction=args.reduction,
-        balanced=args.balanced, init=args.init, refresh=args.refresh, method=args.method,
-        chunk=args.chunk, device=device,
-        seed=args.seed, arch=args.arch, latent_dim=args.latent_dim, resolution=args.resolution,
-        data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit,
-        distance_n=args.distance_n, eval_every=args.eval_every,
-        swae_directions=args.swae_directions, bf16=args.bf16, fd=args.fd,
-        fd_train_steps=args.fd_train_steps, images=args.images,
-        cache_dir=args.cache_dir, resume=args.resume, overwrite=args.overwrite,
-        checkpoint_every=args.checkpoint_every, progress=args.progress,
-        distributed=args.distributed, dist_timeout=args.dist_timeout)
+    if args.out is None:                        # --out "" is refused, not replaced
+        values["out"] = f"runs/{args.model}-{args.dataset}-n{args.n}-{what}-s{args.seed}"
+    return TrainConfig(**values)
 
 
 def _warn_inapplicable(cfg) -> None:

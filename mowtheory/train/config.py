@@ -1,5 +1,6 @@
-"""Configuration of a training run: :class:`TrainConfig`, its choices, and the weighted batch
-cost ``lam * F`` of each model (:func:`build_cost`).
+"""Configuration of a training run: :class:`TrainConfig` and its choices. Importing it does
+not import torch (``mowtheory train --help`` is built from it); the weighted batch cost
+``lam * F`` of each model is :func:`mowtheory.train.objective.build_cost`.
 
 ``MODELS`` names the autoencoders (each trains against the registered batch cost
 ``MODEL_COSTS[model]`` of :mod:`mowtheory.costs`); ``RESUME_FREE`` the fields that may change
@@ -13,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-
-from .. import _io, costs
-from .._validate import check_choice, check_int, check_positive
-from ..mow import REDUCTIONS, REFRESH_POLICIES
-from .methods import METHODS
+from .._names import REDUCTIONS, REFRESH_POLICIES
 
 MODELS = ("cwae", "wae", "swae", "gmmn", "energy")
+#: the training methods (:mod:`mowtheory.train.methods`)
+METHODS = ("mow", "minibatch", "gradcache")
 #: window init policies of the trainer: ``"encode"`` (the paper), ``"prior"`` (the authors'
 #: code: the window redrawn from N(0, I), write position reset, at the start of every epoch),
 #: ``"prior-once"`` (drawn from N(0, I) once, before the first step).
@@ -30,6 +28,13 @@ DEVICES = ("cpu", "cuda")
 
 #: model -> registry name of its batch cost in :mod:`mowtheory.costs`
 MODEL_COSTS = {"cwae": "cwae", "wae": "wae", "swae": "swae", "gmmn": "gmmn", "energy": "energy"}
+
+#: field -> its allowed values, for the fields whose values are names (the CLI's choices are
+#: these tuples; ``dataset`` and ``arch`` are checked against their registries in
+#: :meth:`TrainConfig.validate`)
+CHOICES = {"model": MODELS, "method": METHODS, "reduction": REDUCTIONS,
+           "init": TRAIN_INIT_POLICIES, "refresh": REFRESH_POLICIES, "optimizer": OPTIMIZERS,
+           "device": DEVICES}
 
 #: configuration keys that may change when resuming (they do not change the trained weights)
 RESUME_FREE = ("out", "resume", "overwrite", "epochs", "eval_every", "eval_limit",
@@ -136,6 +141,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every field; raises ValueError/TypeError naming the field, the value and
         what is allowed. Returns self."""
+        import torch
+
+        from .. import _io
+        from .._validate import check_choice, check_int, check_positive
         from .data import DATASETS
         from .models import ARCHS
 
@@ -202,48 +211,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ----------------------------------------------------------------------------- cost wrapper
-@dataclasses.dataclass(frozen=True)
-class _Weighted(costs.BatchCost):
-    """A :class:`~mowtheory.costs.BatchCost` times ``weight``, evaluated in float32 with
-    autocast off (so bf16 autocast of the networks never reaches the cost). The weight is a
-    field: copies and pickles keep it (:meth:`__reduce__`)."""
-
-    weight: float = 1.0
-
-    @classmethod
-    def wrap(cls, base: costs.BatchCost, weight: float) -> "_Weighted":
-        return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
-                   weight=float(weight))
-
-    def __reduce__(self):
-        return (_rebuild_weighted, (self.name, dict(self.params), self.weight))
-
-    def __call__(self, z, y=None):
-        with torch.autocast(z.device.type, enabled=False):
-            return self.weight * super().__call__(z.float(), None if y is None else y.float())
-
-    def split(self, H, Z, y=None, *, cache=None, constants=True):
-        with torch.autocast(Z.device.type, enabled=False):
-            return self.weight * super().split(H, Z.float(), None if y is None else y.float(),
-                                               cache=cache, constants=constants)
-
-
-def _rebuild_weighted(name: str, params: dict, weight: float) -> _Weighted:
-    return _Weighted.wrap(costs.get(name, **params), weight)
-
-
-def build_cost(model: str, *, lam: float, swae_directions: int = 50,
-               generator: Optional[torch.Generator] = None) -> costs.BatchCost:
-    """The batch cost ``lam * F`` of ``model`` (``swae``: fresh directions from ``generator``
-    each call)."""
-    check_choice("model", model, MODELS)
-    params = {}
-    if model == "swae":
-        params = {"n_directions": swae_directions, "generator": generator}
-    return _Weighted.wrap(costs.get(MODEL_COSTS[model], **params), lam)
 
 
 def resolved(cfg: TrainConfig) -> dict:

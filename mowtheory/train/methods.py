@@ -21,8 +21,7 @@ import torch
 
 from .._validate import check_choice
 from ..gradcache import GradCache, Minibatch
-
-METHODS = ("mow", "minibatch", "gradcache")
+from .config import METHODS
 
 
 class _MoWMethod:

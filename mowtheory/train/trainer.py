@@ -67,8 +67,8 @@ from . import setup
 from ._lock import OutputLock, probe as _probe_lock
 from ._signals import Interrupted, StopSignals
 from .config import (DEVICES, MODEL_COSTS, MODELS, OPTIMIZERS, RESUME_FREE,  # noqa: F401
-                     TRAIN_INIT_POLICIES, TrainConfig, _rebuild_weighted, _Weighted, build_cost,
-                     resolved)
+                     TRAIN_INIT_POLICIES, TrainConfig, resolved)
+from .objective import _rebuild_weighted, _Weighted, build_cost  # noqa: F401
 from .evaluate import FD_TRAIN_BYTES, FD_TRAIN_LIMIT, Evaluator, write_images  # noqa: F401
 from .state import (PARTS, NonFiniteLoss, RunState, first_line, format_parts,  # noqa: F401
                     params_finite, truncate_metrics, write_json, write_or_explain)
