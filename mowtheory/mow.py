@@ -103,7 +103,7 @@ def mow_loss(F: Callable, fresh: torch.Tensor, window: torch.Tensor,
 
     Args:
         F: the batch cost: a :class:`~mowtheory.costs.BatchCost` (then its split evaluation
-            is used, O(n·k·D) with ``cache``) or any callable ``F(z)`` / ``F(z, prior)`` on
+            is used, O(n·k·D) with ``cache``, for one window or a batch of them) or any callable ``F(z)`` / ``F(z, prior)`` on
             ``z`` of shape ``(..., n, D)`` returning shape ``(...)``; it receives
             ``cat([window, fresh], -2)`` (window rows first, oldest first as given).
         fresh: ``(..., k, D)`` latents of the k fresh examples, with gradient.
@@ -125,7 +125,7 @@ def mow_loss(F: Callable, fresh: torch.Tensor, window: torch.Tensor,
     k, m = fresh.shape[-2], window.shape[-2]
     n = k + m
     window = window.detach()
-    if m > 0 and isinstance(F, BatchCost) and F.supports_split and fresh.dim() == 2:
+    if m > 0 and isinstance(F, BatchCost) and F.supports_split:
         f = F.split(window, fresh, prior, cache=cache, constants=constants)
     else:
         z = fresh if m == 0 else torch.cat([window, fresh], dim=-2)

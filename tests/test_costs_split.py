@@ -184,3 +184,59 @@ def test_split_float32_close_to_float64():
         v32 = cost.split(H.float(), Z.float(), y32, cache=cache32)
         assert v32.dtype == torch.float32 and cache32.pair_sum.dtype == F64
         assert abs(float(v32) - float(cost(torch.cat([H, Z]), y))) < 1e-4, name
+
+
+# ------------------------------------------------------------------ batches of windows
+@pytest.mark.parametrize("factory", [c[1] for c in SPLITTABLE], ids=[c[0] for c in SPLITTABLE])
+@settings(deadline=None, max_examples=15)
+@given(R=st.integers(1, 3), d=st.integers(2, 4), k=st.integers(1, 3), m=st.integers(0, 8),
+       n_y=st.integers(2, 6), seed=st.integers(0, 2**31 - 1), constants=st.booleans())
+def test_batched_split_is_one_split_per_window(factory, R, d, k, m, n_y, seed, constants):
+    """H (R, m, D), Z (R, k, D), y (R, n_y, D): the value is (R,), window r's entry and its
+    gradient equal the split (and the full value) of window r alone."""
+    cost = factory(d)
+    m = max(m, cost.min_n - k)
+    H, Z = randn(seed, R, m, d), randn(seed + 1, R, k, d).requires_grad_()
+    y = randn(seed + 2, R, n_y, d) + 0.3 if cost.needs_prior else None
+    v = cost.split(H, Z, y, constants=constants)
+    assert v.shape == (R,)
+    (g,) = torch.autograd.grad(v.sum(), Z)
+    for r in range(R):
+        yr = None if y is None else y[r]
+        v_r, g_r = split_and_grad(cost, H[r], Z[r], yr, constants=constants)
+        assert close(v[r], v_r) and close(g[r], g_r), r
+        if constants or not cost.linear_in_constants:
+            assert close(v[r], full_and_grad(cost, H[r], Z[r], yr)[0]), r
+
+
+def test_batched_split_refuses_what_it_cannot_do():
+    cost, H, Z = C.get("cw"), randn(0, 2, 5, 3), randn(1, 2, 2, 3)
+    with pytest.raises(ValueError, match=r"leading \(batch\) shape; got H \(2,\), Z \(3,\)"):
+        cost.split(H, randn(1, 3, 2, 3))
+    with pytest.raises(ValueError, match="cache must be None for batches of windows"):
+        cost.split(H, Z, cache=cost.init_cache(H[0]))
+    with pytest.raises(ValueError, match="'swae' evaluates one sample"):
+        C.get("swae", directions=dirs(3)).split(H, Z, randn(2, 2, 7, 3))
+    with pytest.raises(ValueError, match="y must have the same latent dimension"):
+        C.get("wae").split(H, Z, randn(2, 2, 7, 4))
+
+
+def test_mow_loss_of_replicas_takes_the_split_and_equals_each_replica():
+    """mow_loss with fresh (R, k, D) and a BatchCost runs the split evaluation (as MoW does
+    for one window): it equals R separate losses, value and gradient."""
+    from unittest import mock
+
+    from mowtheory.costs import registry
+    from mowtheory.mow import mow_loss
+    cost = C.get("wae")
+    W, Z, y = randn(0, 3, 6, 2), randn(1, 3, 2, 2).requires_grad_(), randn(2, 3, 8, 2)
+    G = randn(3, 3, 2).abs()
+    with mock.patch.object(registry, "split_value", wraps=registry.split_value) as spy:
+        parts = mow_loss(cost, Z, W, G, prior=y, reduction="mean", balanced=True)
+    assert spy.call_count == 1 and parts.total.shape == (3,)
+    (g,) = torch.autograd.grad(parts.total.sum(), Z)
+    for r in range(3):
+        z_r = Z[r].detach().requires_grad_()
+        one = mow_loss(cost, z_r, W[r], G[r], prior=y[r], reduction="mean", balanced=True)
+        (g_r,) = torch.autograd.grad(one.total, z_r)
+        assert close(parts.total[r], one.total) and close(g[r], g_r)

@@ -331,7 +331,9 @@ def _block_weights(k: int, m: int, n_y: int, w_h: float, w_y: float, device) -> 
 def split_value(kernel: Kernel, weights: Weights, H: Tensor, Z: Tensor,
                 y: Optional[Tensor] = None, *, cache: Optional[SplitCache] = None,
                 constants: bool = True) -> Tensor:
-    """Value of the declared cost on ``cat(H, Z)`` (and ``y``), ``H`` detached.
+    """Value of the declared cost on ``cat(H, Z)`` (and ``y``), ``H`` detached: ``H``
+    ``(..., m, D)``, ``Z`` ``(..., k, D)``, ``y`` ``(..., n_y, D)`` -> ``(...)`` (a cache only
+    for one window, ``(m, D)``).
 
     θ-dependent blocks (fresh-frozen, fresh-fresh, fresh-prior, fresh unary) cost
     ``O(n k D)``. With ``constants=True`` the θ-independent blocks are added: frozen-frozen
@@ -352,7 +354,7 @@ def split_value(kernel: Kernel, weights: Weights, H: Tensor, Z: Tensor,
     X = torch.cat([H, y.detach()], dim=-2) if with_y else H
     K = kernel.pair(Z, X)                                   # (k, m [+ n_y])
     W = _block_weights(k, m, n_y, 2 * weights.zz, weights.zy, K.device)
-    inner = (K.to(_F64) * W).sum()
+    inner = (K.to(_F64) * W).sum((-2, -1))                 # (...): one per window
     if k > 1:
         inner = inner + weights.zz * offdiag_sum(kernel.pair, Z)
     if weights.unary:

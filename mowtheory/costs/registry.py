@@ -195,6 +195,39 @@ class BatchCost:
         weights = self._impl.weights(n, None if y is None else y.shape[-2], **self.params)
         return full_value(self._kernel(n), weights, z, y)
 
+    def _split_batched(self, H: Tensor, Z: Tensor, y: Optional[Tensor], *, cache,
+                       constants: bool) -> Tensor:
+        """:meth:`split` of independent windows ``(..., m, D)``, ``(..., k, D)``; shapes
+        checked (one leading shape for all), values not scanned; no cache."""
+        self._check_y_presence(y)
+        check_latents("H", H, min_n=0, min_d=self.min_d, batch_dims=True, finite=False)
+        check_latents("Z", Z, min_n=1, dim=H.shape[-1], batch_dims=True, finite=False)
+        check_pair("H", H, "Z", Z)
+        lead = {"H": tuple(H.shape[:-2]), "Z": tuple(Z.shape[:-2])}
+        if y is not None:
+            check_latents("y", y, min_n=self.min_n, batch_dims=True, finite=False)
+            check_pair("Z", Z, "y", y)
+            lead["y"] = tuple(y.shape[:-2])
+        if len(set(lead.values())) != 1:
+            raise ValueError(f"H, Z (and y) must share their leading (batch) shape; got "
+                             + ", ".join(f"{k} {v}" for k, v in lead.items()))
+        if cache is not None:
+            raise ValueError("cache must be None for batches of windows (a SplitCache holds "
+                             f"the frozen block of one window); got a cache with H of shape "
+                             f"{tuple(H.shape)}")
+        if not isinstance(constants, bool):
+            raise TypeError(f"constants must be a bool; got constants={constants!r}")
+        if not self.supports_split:
+            raise ValueError(f"cost {self.name!r} evaluates one sample (n, D) at a time; got "
+                             f"batches of windows H {tuple(H.shape)}, Z {tuple(Z.shape)}")
+        m, k = H.shape[-2], Z.shape[-2]
+        if m + k < self.min_n:
+            raise ValueError(f"H and Z together must have n = m + k >= {self.min_n} rows for "
+                             f"cost {self.name!r}; got m={m}, k={k}")
+        weights = self._impl.weights(m + k, None if y is None else y.shape[-2], **self.params)
+        return split_value(self._kernel(m + k), weights, H, Z, y,
+                           constants=constants or not self.linear_in_constants)
+
     def declaration(self, n: int, n_y: Optional[int] = None):
         """The pairwise declaration ``(Kernel, Weights)`` of this cost for a batch of ``n``
         (and a prior sample of ``n_y``), see :mod:`mowtheory.costs.pairwise`; ValueError for
@@ -298,6 +331,9 @@ class BatchCost:
 
         Args:
             H: ``(m, D)`` frozen window, ``m >= 0``; Z: ``(k, D)`` fresh latents, ``k >= 1``.
+                Batches of independent windows: ``H`` ``(..., m, D)``, ``Z`` ``(..., k, D)``
+                and ``y`` ``(..., n_y, D)`` with one leading shape (e.g. ``(R,)`` replicas),
+                without a cache; the value is then ``(...)``, one per window.
             y: ``(n_y, D)`` prior sample (costs with ``needs_prior``) or None.
             cache: ``init_cache``/``update_cache`` of ``H``; None: the frozen-frozen block is
                 computed from ``H``, ``O(m^2 D)`` (only when it is needed).
@@ -312,9 +348,11 @@ class BatchCost:
         synchronisation on an accelerator); a non-finite input gives a non-finite value.
 
         Returns:
-            0-dim tensor. Costs without split support (``swae``) evaluate
-            ``F(cat(H.detach(), Z), y)`` in full.
+            0-dim tensor (``(...)`` for batches). Costs without split support (``swae``)
+            evaluate ``F(cat(H.detach(), Z), y)`` in full (one sample only).
         """
+        if Z.dim() > 2 or H.dim() > 2 or (y is not None and y.dim() > 2):
+            return self._split_batched(H, Z, y, cache=cache, constants=constants)
         self._check_window(H, "Z", Z)
         self._check_y(y, "Z", Z)
         if cache is not None and not isinstance(cache, SplitCache):

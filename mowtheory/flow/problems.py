@@ -51,6 +51,7 @@ from typing import Optional
 
 import torch
 
+from .. import costs
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS
 from ._gauss import expected_reduced_quadratic, mmd2_to_standard_normal
@@ -239,6 +240,8 @@ class MMDGaussian(Problem):
         self.init_scale = check_positive("init_scale", init_scale)
         d, D = self.data_dim, self.latent_dim
         self.n_params = D * d + D + d * D
+        # the registry's rbf kernel is exp(-|a - b|^2 / C) with C = 2 D sigma2 s: s = bw2 / D
+        self._mmd = costs.get("wae", kernel="rbf", scales=(self.bandwidth2 / D,), sigma2=1.0)
         self._data_scale = torch.ones(d, dtype=DTYPE)
 
     def unpack(self, theta):
@@ -264,24 +267,14 @@ class MMDGaussian(Problem):
         return x - self.encode(theta, x) @ V.transpose(-1, -2)
 
     def batch_cost(self, z, prior=None):
+        """``lam`` times the registered Gaussian-kernel MMD^2 (``costs.get("wae",
+        kernel="rbf")``, one scale: ``exp(-|a - b|^2 / (2 bandwidth2))``), U-statistics on
+        the z-z and prior-prior blocks, V on z-prior; ``z`` ``(..., n, D)``, ``prior``
+        ``(..., n, D)`` -> ``(...)``. The cost the trainer and MoW use, not a re-implementation."""
         if prior is None:
             raise ValueError("prior must be given: the mmd-gaussian F compares the n latents "
                              "with n prior draws of shape (..., n, D)")
-        n, m = z.shape[-2], prior.shape[-2]
-        s2 = self.bandwidth2
-
-        def gram(a, c):   # exp(-|a_i - c_j|^2 / (2 s2)) via |a|^2 + |c|^2 - 2 a.c (batched matmul)
-            d2 = (a.pow(2).sum(-1).unsqueeze(-1) + c.pow(2).sum(-1).unsqueeze(-2)
-                  - 2.0 * a @ c.transpose(-1, -2))
-            return torch.exp(-d2.clamp_min(0.0) / (2.0 * s2))
-
-        def offdiag_mean(K, size):
-            return (K.sum((-1, -2)) - torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)) / (size * (size - 1))
-
-        kzz = offdiag_mean(gram(z, z), n)
-        kyy = offdiag_mean(gram(prior, prior), m)
-        kzy = gram(z, prior).mean((-1, -2))
-        return self.lam * (kzz + kyy - 2.0 * kzy)
+        return self.lam * self._mmd(z, prior)
 
     def expected_batch_cost(self, theta, n):
         W, b, _ = self.unpack(theta)
