@@ -198,9 +198,9 @@ def run_coupled(problem, *, n: int = 8, k: int = 1, etas: Optional[Sequence[floa
             bar.close()
     order = fitted_order(rows, "weak")
     v = order_verdict(order, "weak")
-    v = dict(v, id="coupled.partner_order",
-             claim="coupled: MoW and its n-batch SGD partner (step eta*k/n) approach at "
-                   + v["claim"])
+    v = v.renamed("coupled.partner_order",
+                  "coupled: MoW and its n-batch SGD partner (step eta*k/n) approach at "
+                  + v["claim"])
     verdicts = [v, _contrast_verdict(rows, contrast)]
     config = dict(problem=prob.name, n=n, k=k, horizon=horizon, replicas=replicas, seed=seed,
                   refresh=refresh, reduction=reduction, balanced=bool(balanced),

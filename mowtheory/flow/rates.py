@@ -52,6 +52,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..verdict import FAIL, INCONCLUSIVE, PASS, Verdict  # noqa: F401  (PASS... re-exported)
 from .reference import ReferenceSolution
 from .simulate import SimulationResult
 
@@ -70,8 +71,6 @@ MIN_BOOTSTRAP = 20
 #: usable step sizes an order is fitted over (a slope through 2 points has no residual)
 MIN_ORDER_POINTS = 3
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-
 #: verdict ids (:func:`verdict`): what programs select verdicts by, never their prose
 STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR = "strong_order", "weak_order", "no_bias_floor"
 WRONG_ODE = "wrong_ode_rejected"
@@ -86,17 +85,12 @@ IDS = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR, WRONG_ODE, FAULT_POSITION_WEIGHT
 
 
 def verdict(id: str, claim: str, passed, detail: str, *,
-            inconclusive: Optional[str] = None) -> dict:
-    """A verdict dict ``{"id", "claim", "passed", "status", "detail"}``: ``id`` is the stable
-    name programs select it by (:data:`IDS`; the claim and detail are prose for people and may
-    change). With ``inconclusive`` (the reason) it is INCONCLUSIVE: ``passed`` False,
-    ``detail`` starting with "inconclusive: "."""
-    if inconclusive:
-        return {"id": id, "claim": claim, "passed": False, "status": INCONCLUSIVE,
-                "detail": "inconclusive: " + inconclusive}
-    ok = bool(passed)
-    return {"id": id, "claim": claim, "passed": ok, "status": PASS if ok else FAIL,
-            "detail": detail}
+            inconclusive: Optional[str] = None) -> Verdict:
+    """A :class:`~mowtheory.verdict.Verdict` ``{"id", "claim", "passed", "status",
+    "detail"}``: ``id`` is the stable name programs select it by (:data:`IDS`; the claim and
+    detail are prose for people and may change). With ``inconclusive`` (the reason) it is
+    INCONCLUSIVE: ``passed`` False, ``detail`` starting with "inconclusive: "."""
+    return Verdict.decide(id, claim, passed, detail, inconclusive=inconclusive)
 
 
 def by_id(verdicts: Sequence[dict], id: str) -> Optional[dict]:
@@ -132,7 +126,15 @@ def id_of(v: dict) -> Optional[str]:
 
 def prefixed(v: dict, prefix: str, claim_prefix: str) -> dict:
     """``v`` renamed for a sub-study: id ``prefix + "." + id``, claim prefixed as well."""
-    return dict(v, id=f"{prefix}.{v['id']}", claim=f"{claim_prefix}{v['claim']}")
+    base = _as_verdict(v)
+    return base.renamed(f"{prefix}.{base.id}", f"{claim_prefix}{base.claim}")
+
+
+def _as_verdict(v: dict) -> Verdict:
+    """``v`` as a :class:`~mowtheory.verdict.Verdict` (a dict read back from JSON is one)."""
+    if isinstance(v, Verdict):
+        return v
+    return Verdict(id_of(v) or "", v.get("claim", ""), status(v), v.get("detail", ""))
 
 
 def status(v: dict) -> str:

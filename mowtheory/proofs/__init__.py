@@ -64,10 +64,10 @@ def run_check(check_id: str, **kwargs) -> CheckResult:
         res = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a crashing check is a failing check
         tb = traceback.format_exc(limit=4)
-        res = CheckResult(check_id, getattr(fn, "__doc__", "").strip().splitlines()[0] if fn.__doc__ else "",
-                          False, f"check raised {type(exc).__name__}: {exc}\n{tb}")
+        doc = fn.__doc__.strip().splitlines()[0] if fn.__doc__ else ""
         mod = __import__(fn.__module__, fromlist=["CLAIM"])
-        res.claim = getattr(mod, "CLAIM", res.claim)
+        res = CheckResult(check_id, getattr(mod, "CLAIM", doc), False,
+                          f"check raised {type(exc).__name__}: {exc}\n{tb}")
     res.seconds = time.perf_counter() - t0
     return res
 
