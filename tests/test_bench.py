@@ -194,7 +194,7 @@ def test_mow_step_reads_no_tensor_value_on_the_host(name, n, k, refresh):
 def test_host_read_audit_catches_a_sync(monkeypatch):
     """The audit is not vacuous: a NaN scan planted in mow_loss (a bool() of a tensor in
     mowtheory/_validate.py) is caught."""
-    import mowtheory.mow as mow_mod
+    import mowtheory.loss as mow_mod       # where mow_loss checks its inputs
 
     mow, opt = _tiny_mow(C.get("wae"), 6, 1)
     real = mow_mod.check_latents

@@ -17,7 +17,10 @@ def test_bench_step_methods_rows(tmp_path):
     rc = main(["bench", "step", "--methods", "--arch", "digits", "--n", "4", "--k", "1",
                "--chunks", "2", "--reps", "1", "--threads", "1", "--json", str(out)])
     assert rc == 0
-    rows = json.loads(out.read_text())["rows"]
+    doc = json.loads(out.read_text())
+    command = doc["config"]["command"]          # a command that runs: `bench step --methods`
+    assert command.startswith("mowtheory bench step ") and "--methods" in command, command
+    rows = doc["rows"]
     assert [r["variant"] for r in rows] == ["MoW k=1", "gradcache c=2", "minibatch"]
     for r in rows:
         assert r["resolution"] == 8 and r["step_s"] > 0

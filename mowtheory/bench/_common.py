@@ -112,10 +112,12 @@ def report(bench: str, config: dict, **fields) -> dict:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def finish(args, bench: str, config: dict, **fields) -> int:
-    """End a bench: add the command line to ``config``, write the JSON report when
+def finish(args, bench: str, config: dict, *, sub: Optional[str] = None, **fields) -> int:
+    """End a bench: add the command line to ``config`` (``mowtheory bench SUB ...``, SUB
+    defaulting to ``bench``: a report name that is not a subcommand, such as
+    ``step-methods``, names the subcommand that wrote it), write the JSON report when
     ``--json`` was given, and return exit status 0."""
-    config = {**config, "command": command(args, bench)}
+    config = {**config, "command": command(args, sub or bench)}
     if args.json:
         write_json(args.json, report(bench, config, **fields))
         print(f"wrote {args.json}")

@@ -132,4 +132,4 @@ def run(args) -> int:
     print(format_results(rows))
     config = {"arch": archs, "resolutions": resolutions, "n": n, "k": ks, "chunks": chunks,
               "reps": reps, "devices": devs, "cost": "cwae", "reduction": "sqrt_mean"}
-    return U.finish(args, "step-methods", config, rows=rows)
+    return U.finish(args, "step-methods", config, sub="step", rows=rows)

@@ -29,7 +29,7 @@ Orders are least-squares slopes of ``log E`` against ``log eta`` over the stable
 weak error, resolved) step sizes; the confidence intervals are percentile intervals of the
 slope over ``bootstrap`` resamplings of the replicas (independently at every eta).
 
-Verdicts (``{"id", "claim", "passed", "status", "detail"}``, :func:`verdict`; ``status`` is
+Verdicts (``{"id", "claim", "passed", "status", "detail"}``, :func:`.verdicts.verdict`; ``status`` is
 ``"PASS"``, ``"FAIL"`` or ``"INCONCLUSIVE"``, and an inconclusive verdict has ``passed=False``):
 a verdict whose statistic, interval or sample is NaN, empty or below a stated minimum
 (:data:`MIN_REPLICAS` replicas, :data:`MIN_BOOTSTRAP` bootstrap resamplings,
@@ -52,9 +52,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..verdict import FAIL, INCONCLUSIVE, PASS, Verdict  # noqa: F401  (PASS... re-exported)
 from .reference import ReferenceSolution
 from .simulate import SimulationResult
+from .verdicts import (FAIL, FAULT_LEAK, FAULT_POSITION_WEIGHTED,  # noqa: F401 (re-exported)
+                       FAULT_TIME_SCALE, FAULT_TIME_WINDOW, FAULT_WRONG_EXPECTATION, IDS,
+                       INCONCLUSIVE, NO_BIAS_FLOOR, PASS, STRONG_ORDER, SYMMETRIZED_FOLLOWS,
+                       WEAK_ORDER, WRONG_ODE, Verdict, by_id, id_of, prefixed, status, verdict)
 
 STRONG_BAND = (0.2, 0.8)
 WEAK_BAND = (0.7, 1.3)
@@ -70,81 +73,6 @@ MIN_REPLICAS = 16
 MIN_BOOTSTRAP = 20
 #: usable step sizes an order is fitted over (a slope through 2 points has no residual)
 MIN_ORDER_POINTS = 3
-
-#: verdict ids (:func:`verdict`): what programs select verdicts by, never their prose
-STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR = "strong_order", "weak_order", "no_bias_floor"
-WRONG_ODE = "wrong_ode_rejected"
-FAULT_POSITION_WEIGHTED, SYMMETRIZED_FOLLOWS = "fault.position_weighted", "symmetrized_follows"
-FAULT_TIME_WINDOW, FAULT_LEAK = "fault.time_window", "fault.leak"
-FAULT_TIME_SCALE, FAULT_WRONG_EXPECTATION = "fault.time_scale", "fault.wrong_expectation"
-#: every id a flow verdict can have (observables' ids are ``observable.<name>.<id>``)
-IDS = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR, WRONG_ODE, FAULT_POSITION_WEIGHTED,
-       SYMMETRIZED_FOLLOWS, FAULT_TIME_WINDOW, FAULT_LEAK, FAULT_TIME_SCALE,
-       FAULT_WRONG_EXPECTATION, "sme_covariance", "coupled.partner_order",
-       "coupled.contrast_rejected")
-
-
-def verdict(id: str, claim: str, passed, detail: str, *,
-            inconclusive: Optional[str] = None) -> Verdict:
-    """A :class:`~mowtheory.verdict.Verdict` ``{"id", "claim", "passed", "status",
-    "detail"}``: ``id`` is the stable name programs select it by (:data:`IDS`; the claim and
-    detail are prose for people and may change). With ``inconclusive`` (the reason) it is
-    INCONCLUSIVE: ``passed`` False, ``detail`` starting with "inconclusive: "."""
-    return Verdict.decide(id, claim, passed, detail, inconclusive=inconclusive)
-
-
-def by_id(verdicts: Sequence[dict], id: str) -> Optional[dict]:
-    """The verdict with this ``id`` (None when there is none)."""
-    return next((v for v in verdicts if id_of(v) == id), None)
-
-
-#: claim openings of verdicts written before ids existed (JSON files of version <= 0.2), for
-#: :func:`id_of` only
-_LEGACY = (("strong order", STRONG_ORDER), ("weak order", WEAK_ORDER),
-           ("weak error extrapolates", NO_BIAS_FLOOR), ("wrong ODE", WRONG_ODE),
-           ("planted fault: position-weighted", FAULT_POSITION_WEIGHTED),
-           ("its symmetrisation", SYMMETRIZED_FOLLOWS),
-           ("planted fault: window='time'", FAULT_TIME_WINDOW),
-           ("planted fault: gradient leaking", FAULT_LEAK),
-           ("planted fault: time scale", FAULT_TIME_SCALE),
-           ("planted fault: a reference from a wrong", FAULT_WRONG_EXPECTATION),
-           ("coupled: MoW and its", "coupled.partner_order"),
-           ("coupled: SGD at step eta", "coupled.contrast_rejected"))
-
-
-def id_of(v: dict) -> Optional[str]:
-    """The id of a verdict dict; for one read from a file written before verdicts had ids,
-    the id its claim had (``observable <name>: ...`` -> ``observable.<name>.<id>``)."""
-    if "id" in v:
-        return v["id"]
-    claim, prefix = v.get("claim", ""), ""
-    if claim.startswith("observable "):
-        name, claim = claim[len("observable "):].split(": ", 1)
-        prefix = f"observable.{name}."
-    return next((prefix + i for start, i in _LEGACY if claim.startswith(start)), None)
-
-
-def prefixed(v: dict, prefix: str, claim_prefix: str) -> dict:
-    """``v`` renamed for a sub-study: id ``prefix + "." + id``, claim prefixed as well."""
-    base = _as_verdict(v)
-    return base.renamed(f"{prefix}.{base.id}", f"{claim_prefix}{base.claim}")
-
-
-def _as_verdict(v: dict) -> Verdict:
-    """``v`` as a :class:`~mowtheory.verdict.Verdict` (a dict read back from JSON is one)."""
-    if isinstance(v, Verdict):
-        return v
-    return Verdict(id_of(v) or "", v.get("claim", ""), status(v), v.get("detail", ""))
-
-
-def status(v: dict) -> str:
-    """``"PASS" | "FAIL" | "INCONCLUSIVE"`` of a verdict dict (also of one without a status)."""
-    if v.get("status") in (PASS, FAIL, INCONCLUSIVE):
-        return v["status"]
-    if str(v.get("detail", "")).startswith("inconclusive"):
-        return INCONCLUSIVE
-    return PASS if v.get("passed") else FAIL
-
 
 def _finite(*vals) -> bool:
     return all(v is not None and math.isfinite(float(v)) for v in vals)

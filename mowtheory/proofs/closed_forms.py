@@ -127,6 +127,85 @@ def _lg_points(count: int = 3, seed: int = 0):
     return pts + [[Fraction(v) for v in ident]]
 
 
+def _compare(impl, lines: list, failures: list, name: str, names, thetas, ns, exact_fn,
+             params=None, tolerate_typeerror: bool = False):
+    """Compare ``impl`` (under the first of ``names`` it accepts) with ``exact_fn(theta, n)``
+    at every theta and n; appends to ``lines`` (evidence) and ``failures``; returns the worst
+    relative error (None when nothing could be compared)."""
+    import torch
+
+    params = params or {}
+    T = torch.tensor([[float(v) for v in th] for th in thetas], dtype=torch.float64)
+    worst = 0.0
+    for n in ns:
+        got = None
+        err = None
+        for nm in names:
+            try:
+                got = impl(nm, T.clone(), n, **params)
+                name = nm
+                break
+            except ImportError as e:
+                err = f"implementation not importable: {e}"
+                break
+            except TypeError as e:
+                if tolerate_typeerror:
+                    lines.append(f"{name} {params}: parameters not accepted ({e}); not compared")
+                    return None
+                err = f"{type(e).__name__}: {e}"
+            except (KeyError, ValueError) as e:
+                err = f"{type(e).__name__}: {e}"
+        if got is None:
+            failures.append(f"{name} n={n}: {err}")
+            lines.append(f"{name} n={n}: {err}")
+            return None
+        got = torch.as_tensor(got, dtype=torch.float64).reshape(-1)
+        if got.numel() != len(thetas):
+            failures.append(f"{name} n={n}: expected_cost returned shape {tuple(got.shape)} "
+                            f"for θ of shape {tuple(T.shape)}")
+            return None
+        for th, g in zip(thetas, got.tolist()):
+            ex = exact_fn(th, n)
+            e = abs(g - float(ex)) / max(1.0, abs(float(ex)))
+            worst = max(worst, e)
+            if not e <= TOL:
+                failures.append(f"{name}{params or ''} n={n} θ={[str(t) for t in th][:4]}...: "
+                                f"implementation {g!r}, exact {float(ex)!r}")
+    lines.append(f"{name}{params or ''}: {len(thetas)} θ × n∈{list(ns)}: max relative error {worst:.2e}")
+    return worst
+
+
+def _symbolic_part(lines: list, failures: list) -> None:
+    """The symbolic verification of the specification's formulas (scalar and
+    linear-gaussian), appended to ``lines`` and ``failures``."""
+    sbad, sgen = scalar_symbolic_ok()
+    lbad, gok = lg_symbolic_ok()
+    if sbad or not sgen:
+        failures.append(f"scalar formula ≠ expectation for n in {sbad} / symbolic n: {sgen}")
+    if lbad or not gok:
+        failures.append(f"linear-gaussian formula ≠ expectation (F part n in {lbad}, G part ok {gok})")
+    lines.append(f"symbolic: scalar formula = E[F+ΣG] for n=1..4: {not sbad}, for symbolic n: {sgen}; "
+                 f"linear-gaussian F part = E for n=2..4 (Σ symbolic): {not lbad}; G part "
+                 f"E|x−VWx|² = tr(RΛRᵀ) (W, V symbolic): {gok}")
+
+
+def _n_params_part(failures: list) -> None:
+    """The flow problems' parameter counts (1 for scalar, 12 for linear-gaussian)."""
+    try:
+        from mowtheory.flow.problems import get_problem
+        for nm, P in (("scalar", 1), ("linear-gaussian", 12)):
+            try:
+                pr = get_problem(nm)
+            except (KeyError, ValueError):
+                pr = get_problem(nm.replace("-", "_"))
+            if int(pr.n_params) != P:
+                failures.append(f"{nm}: n_params = {pr.n_params}, expected {P}")
+    except ImportError:
+        pass
+    except Exception as e:  # noqa: BLE001 - reported as evidence
+        failures.append(f"n_params check: {type(e).__name__}: {e}")
+
+
 def check_closed_forms(*, closed_form: Optional[Callable] = None, symbolic: bool = True) -> CheckResult:
     """Run the check.
 
@@ -137,89 +216,28 @@ def check_closed_forms(*, closed_form: Optional[Callable] = None, symbolic: bool
             (:func:`flow_closed_form`); if it cannot be imported the check fails and says so.
         symbolic: also run the symbolic verification of the specification's formulas.
     """
-    import torch
-
     impl = closed_form or flow_closed_form
     lines, failures = [], []
 
     if symbolic:
-        sbad, sgen = scalar_symbolic_ok()
-        lbad, gok = lg_symbolic_ok()
-        if sbad or not sgen:
-            failures.append(f"scalar formula ≠ expectation for n in {sbad} / symbolic n: {sgen}")
-        if lbad or not gok:
-            failures.append(f"linear-gaussian formula ≠ expectation (F part n in {lbad}, G part ok {gok})")
-        lines.append(f"symbolic: scalar formula = E[F+ΣG] for n=1..4: {not sbad}, for symbolic n: {sgen}; "
-                     f"linear-gaussian F part = E for n=2..4 (Σ symbolic): {not lbad}; G part "
-                     f"E|x−VWx|² = tr(RΛRᵀ) (W, V symbolic): {gok}")
-
-    def compare(name, names, thetas, ns, exact_fn, P, params=None, tolerate_typeerror=False):
-        params = params or {}
-        T = torch.tensor([[float(v) for v in th] for th in thetas], dtype=torch.float64)
-        worst = 0.0
-        for n in ns:
-            got = None
-            err = None
-            for nm in names:
-                try:
-                    got = impl(nm, T.clone(), n, **params)
-                    name = nm
-                    break
-                except ImportError as e:
-                    err = f"implementation not importable: {e}"
-                    break
-                except TypeError as e:
-                    if tolerate_typeerror:
-                        lines.append(f"{name} {params}: parameters not accepted ({e}); not compared")
-                        return None
-                    err = f"{type(e).__name__}: {e}"
-                except (KeyError, ValueError) as e:
-                    err = f"{type(e).__name__}: {e}"
-            if got is None:
-                failures.append(f"{name} n={n}: {err}")
-                lines.append(f"{name} n={n}: {err}")
-                return None
-            got = torch.as_tensor(got, dtype=torch.float64).reshape(-1)
-            if got.numel() != len(thetas):
-                failures.append(f"{name} n={n}: expected_cost returned shape {tuple(got.shape)} "
-                                f"for θ of shape {tuple(T.shape)}")
-                return None
-            for th, g in zip(thetas, got.tolist()):
-                ex = exact_fn(th, n)
-                e = abs(g - float(ex)) / max(1.0, abs(float(ex)))
-                worst = max(worst, e)
-                if not e <= TOL:
-                    failures.append(f"{name}{params or ''} n={n} θ={[str(t) for t in th][:4]}...: "
-                                    f"implementation {g!r}, exact {float(ex)!r}")
-        lines.append(f"{name}{params or ''}: {len(thetas)} θ × n∈{list(ns)}: max relative error {worst:.2e}")
-        return worst
+        _symbolic_part(lines, failures)
 
     sc_thetas = [[t] for t in SCALAR_THETAS]
-    compare("scalar", ["scalar"], sc_thetas, SCALAR_NS, lambda th, n: scalar_exact(th[0], n), 1)
-    compare("scalar", ["scalar"], sc_thetas[:4], (2, 4),
-            lambda th, n: scalar_exact(th[0], n, Fraction(2), Fraction(1, 4)), 1,
-            params={"s2": 2.0, "beta": 0.25}, tolerate_typeerror=True)
+    _compare(impl, lines, failures, "scalar", ["scalar"], sc_thetas, SCALAR_NS,
+             lambda th, n: scalar_exact(th[0], n))
+    _compare(impl, lines, failures, "scalar", ["scalar"], sc_thetas[:4], (2, 4),
+             lambda th, n: scalar_exact(th[0], n, Fraction(2), Fraction(1, 4)),
+             params={"s2": 2.0, "beta": 0.25}, tolerate_typeerror=True)
     lgp = _lg_points()
-    compare("linear-gaussian", list(LG_NAMES), lgp, LG_NS, lambda th, n: lg_exact(th, n), 12)
+    _compare(impl, lines, failures, "linear-gaussian", list(LG_NAMES), lgp, LG_NS,
+             lambda th, n: lg_exact(th, n))
     # the exact x-space values also equal the specification's formula (exactly)
     formula_bad = [(n, i) for n in LG_NS for i, th in enumerate(lgp)
                    if lg_exact(th, n) != linear_gaussian_C_formula([Fraction(t) for t in th], n)]
     if formula_bad:
         failures.append(f"linear-gaussian formula ≠ exact expectation at points {formula_bad}")
     if closed_form is None:
-        try:
-            from mowtheory.flow.problems import get_problem
-            for nm, P in (("scalar", 1), ("linear-gaussian", 12)):
-                try:
-                    pr = get_problem(nm)
-                except (KeyError, ValueError):
-                    pr = get_problem(nm.replace("-", "_"))
-                if int(pr.n_params) != P:
-                    failures.append(f"{nm}: n_params = {pr.n_params}, expected {P}")
-        except ImportError:
-            pass
-        except Exception as e:  # noqa: BLE001 - reported as evidence
-            failures.append(f"n_params check: {type(e).__name__}: {e}")
+        _n_params_part(failures)
     passed = not failures
     src = "flow module get_problem(...).expected_cost" if closed_form is None else \
         f"closed_form={getattr(closed_form, '__name__', repr(closed_form))}"

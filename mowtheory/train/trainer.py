@@ -18,26 +18,8 @@ a step) and ``"gradcache"`` (that step with the same gradient, encoding ``chunk`
 time); everything else (data order, metrics, figures, checkpoints, resume) is shared, with n
 in place of k examples a step for the n-batch methods.
 
-Data order: epoch e takes the next k examples of a permutation drawn from a seeded
-``torch.Generator`` whose state is checkpointed; the last ``N mod k`` examples of each
-permutation are skipped. The window is initialised by encoding ``n - k`` training examples
-at theta_0 (``init="encode"``, the paper), or with N(0, I) draws redrawn at the start of
-**every epoch**, write position reset (``init="prior"``, the authors' training loop), or with
-N(0, I) draws once at the start only (``init="prior-once"``). See :data:`TRAIN_INIT_POLICIES`.
-
-Host synchronisation: none in the trainer's step loop. Loss parts are accumulated on the
-device (with the index and the parts of the first non-finite step) and read at evaluation and
-checkpoint points (every ``eval_every`` / ``checkpoint_every`` steps and at the end of each
-epoch), where a non-finite loss stops the run with :class:`NonFiniteLoss` before any
-checkpoint of the bad parameters is written. (The batch costs of :mod:`mowtheory.costs`
-check their inputs for NaN, which does synchronise; a NaN that reaches them surfaces as an
-error of the step, reported the same way, with the step and its loss parts.)
-
-Several processes: under ``torchrun --nproc_per_node=P ... --distributed`` each process reads
-k examples of the same global permutation a step (rank r: rows ``r*k .. r*k+k-1`` of the
-global batch of k·P), which is the step of one process with k·P
-(:class:`mowtheory.distributed.DistributedMoW`; with one process the trainer runs it
-``local``, i.e. plain MoW_k(n) step for step). Rank 0 evaluates and writes every file.
+Data order, host synchronisation and several processes: docs/guides/training.md ("How the
+trainer works").
 
 Structure: :class:`Trainer` owns one run (set-up, :meth:`~Trainer.restore` or a fresh window,
 :meth:`~Trainer.step`, :meth:`~Trainer.evaluate`, :meth:`~Trainer.checkpoint`,
