@@ -99,8 +99,15 @@ class DistContext(NamedTuple):
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """Destroy the group if :func:`init_distributed` created it. ``wait`` (the normal
+        end): a barrier first, so that no rank tears its connections down while another
+        still uses them (gloo's background threads then abort the process with SIGABRT,
+        "terminate called without an active exception"). After a failure pass
+        ``wait=False``: the other ranks may never reach the barrier."""
         if self.initialized_here and dist.is_available() and dist.is_initialized():
+            if wait and dist.get_world_size() > 1:
+                dist.barrier()
             dist.destroy_process_group()
 
 

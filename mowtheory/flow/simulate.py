@@ -32,12 +32,8 @@ against MoW's ``(k/n) grad E[F_n] + grad E[red_k G]``: the F part is n/k times M
 ``(n/k) grad E[F_n]`` instead of ``grad E[F_n]``). The window's examples were fresh in earlier
 steps, so theta correlates with them, but only by O(eta). The (unbalanced) leak's limit is the
 flow of ``E[F_n] + E[red_k G]``, which is the ODE of *balanced* MoW (``solve_reference(...,
-balanced=True)``), not (2): its error against (2) stays O(1) as eta -> 0. Measured (seed 0,
-T = 1, n = 8, k = 1): linear-gaussian, 512 replicas, weak error against (2) 0.40 -> 0.44 over
-eta = 0.005 ... 0.000625 (weak order -0.05; eta = 0.01 loses 2 replicas to the stiffer flow),
-while against the balanced flow it falls 0.12 -> 0.021 (2048 replicas, order 0.84);
-mmd-gaussian, eta = 0.04 ... 0.0025: 0.98 -> 0.97 against (2) (order -0.00), 0.51 -> 0.087
-against the balanced flow (order 0.65).
+balanced=True)``), not (2): its error against (2) stays O(1) as eta -> 0 (the default
+``mowtheory flow`` run prints it as the ``leak-window`` control; the README quotes that run).
 
 Randomness comes only from a :class:`Draws` stream (one explicit ``torch.Generator``, a fixed
 order of draws), shared by :func:`simulate` (vectorised) and :func:`simulate_loop` (the same

@@ -92,15 +92,18 @@ def train(config) -> dict:
     t_start = time.perf_counter()
     ctx = setup.join_process_group(cfg) if cfg.distributed else None
     lock = OutputLock(cfg.out)       # taken by rank 0 just before its first write
+    finished = False
     try:
         # SIGTERM/SIGINT: finish the step, checkpoint, raise Interrupted (one process only:
         # under torchrun the ranks would stop at different steps)
         with StopSignals(enabled=not cfg.distributed) as stop:
-            return Trainer(cfg, ctx, t_start, lock, stop).run()
+            report = Trainer(cfg, ctx, t_start, lock, stop).run()
+        finished = True
+        return report
     finally:
         lock.release()
         if ctx is not None:
-            ctx.close()
+            ctx.close(wait=finished)      # every rank at the end before the group goes
 
 
 class Trainer:
