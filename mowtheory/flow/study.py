@@ -167,6 +167,32 @@ def default_etas(problem) -> list:
     return list(problem.defaults.get("etas", (0.04, 0.02, 0.01, 0.005, 0.0025)))
 
 
+def _simulate_etas(prob, theta0, etas, ref, wrong, *, horizon, replicas, seed, init, refresh,
+                   window, tau, record, bootstrap, progress, desc, **kw) -> tuple:
+    """One replica simulation per step size (generator ``seed * 1000 + 1 + i`` for the i-th)
+    and its errors against ``ref`` and ``wrong`` (bootstrap generator ``seed * 1000 + 999``,
+    shared across step sizes in order); returns ``(sims, rows)``."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        total = sum(int(round(horizon / e)) for e in etas)
+        bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    sims, rows = [], []
+    boot_gen = torch.Generator().manual_seed(seed * 1000 + 999)
+    try:
+        for i, eta in enumerate(etas):
+            sim = simulate(prob, theta0, eta=eta, horizon=horizon, replicas=replicas,
+                           generator=torch.Generator().manual_seed(seed * 1000 + 1 + i),
+                           init=init, refresh=refresh, window=window, tau=tau, record=record,
+                           progress=bar, **kw)
+            rows.append(errors(sim, ref, wrong, bootstrap=bootstrap, generator=boot_gen))
+            sims.append(sim)
+    finally:
+        if bar is not None:
+            bar.close()
+    return sims, rows
+
+
 def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
               n: Optional[int] = None, k: Optional[int] = None,
               etas: Optional[Sequence[float]] = None, replicas: int = 2048,
@@ -216,25 +242,11 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
     else:
         ref = solve_reference(prob, theta0, horizon, ode="mow", **kw)
         wrong = solve_reference(prob, theta0, horizon, ode="wrong", **kw)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        total = sum(int(round(horizon / e)) for e in etas)
-        bar = tqdm(total=total, desc=desc or f"{prob.name} n={n} k={k}", unit="step",
-                   leave=False, dynamic_ncols=True)
-    sims, rows = [], []
-    boot_gen = torch.Generator().manual_seed(seed * 1000 + 999)
-    try:
-        for i, eta in enumerate(etas):
-            sim = simulate(prob, theta0, eta=eta, horizon=horizon, replicas=replicas,
-                           generator=torch.Generator().manual_seed(seed * 1000 + 1 + i),
-                           init=init, refresh=refresh, window=window, tau=tau, record=record,
-                           progress=bar, **kw)
-            rows.append(errors(sim, ref, wrong, bootstrap=bootstrap, generator=boot_gen))
-            sims.append(sim)
-    finally:
-        if bar is not None:
-            bar.close()
+    sims, rows = _simulate_etas(prob, theta0, etas, ref, wrong, horizon=horizon,
+                                replicas=replicas, seed=seed, init=init, refresh=refresh,
+                                window=window, tau=tau, record=record, bootstrap=bootstrap,
+                                progress=progress, desc=desc or f"{prob.name} n={n} k={k}",
+                                **kw)
     orders = {"strong": fitted_order(rows, "strong"), "weak": fitted_order(rows, "weak")}
     bias = extrapolated_bias(sims, ref)
     verdicts = [order_verdict(orders["strong"], "strong"), order_verdict(orders["weak"], "weak"),
