@@ -153,11 +153,11 @@ def step_peak_mb(cfg, steps: int = 2) -> float | None:
     with TensorPeak() as tp:
         model = _model(cfg, x, build_autoencoder)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        cost = build_cost(cfg.model, lam=cfg.lam, generator=gen)
+        cost = build_cost(cfg.model, generator=gen)
         step = methods.build(cfg.method, model.encode, cost, n=cfg.n, k=cfg.k, chunk=cfg.chunk,
                              latent_dim=model.latent_dim, per_example=_recon(model),
                              reduction=cfg.reduction, balanced=cfg.balanced,
-                             refresh=cfg.refresh, generator=gen, device="cpu")
+                             refresh=cfg.refresh, generator=gen, device="cpu", lam=cfg.lam)
         step.init_window("prior")                  # MoW: window from N(0, I); others: none
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         per = step.examples_per_step

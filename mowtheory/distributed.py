@@ -318,7 +318,8 @@ class DistributedMoW:
                  per_example: Optional[Callable] = None, reduction: str = "sum",
                  balanced: bool = False, refresh: str = "post", prior: Optional[Callable] = None,
                  generator: Optional[torch.Generator] = None, exact_value: bool = True,
-                 dtype=torch.float32, device=None, group=None, local: bool = False):
+                 dtype=torch.float32, device=None, group=None, local: bool = False,
+                 lam: float = 1.0):
         self.group = group
         initialised = dist.is_available() and dist.is_initialized() and not local
         self.world_size = dist.get_world_size(group) if initialised else 1
@@ -335,7 +336,7 @@ class DistributedMoW:
         self.mow = MoW(encoder, cost, n=n, k=self.k * self.world_size, latent_dim=latent_dim,
                        per_example=per_example, reduction=reduction, balanced=balanced,
                        refresh=refresh, prior=prior, generator=generator,
-                       exact_value=exact_value, dtype=dtype, device=device)
+                       exact_value=exact_value, dtype=dtype, device=device, lam=lam)
 
     # ---------------------------------------------------------------- delegated state
     @property

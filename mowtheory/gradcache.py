@@ -34,7 +34,7 @@ Both classes have the surface of :meth:`mowtheory.mow.MoW.step`: ``step(x, optim
 returns the detached :class:`~mowtheory.mow.LossParts` ``(total, batch_cost, per_example)``
 (tensors on the device; no host synchronisation in the step), for any encoder, any
 registered or user F (``F(z)`` or ``F(z, prior)``), any ``torch.optim`` optimizer. A
-regulariser weight lambda is part of F (e.g. ``mowtheory.train.objective.build_cost``).
+regulariser weight lambda is a parameter of the objective (``lam=``), as for MoW.
 """
 from __future__ import annotations
 
@@ -66,12 +66,13 @@ def per_example_coefficient(G: Optional[torch.Tensor], reduction: str, n: int):
                        m * 0)
 
 
-def batch_cost_gradient(F: Callable, z: torch.Tensor, prior: Optional[torch.Tensor]):
-    """Value ``F(z[, prior])`` (0-dim, detached) and its gradient w.r.t. the latents ``z``
-    (``(n, D)``, detached input; zeros where F does not depend on z)."""
+def batch_cost_gradient(F: Callable, z: torch.Tensor, prior: Optional[torch.Tensor], *,
+                        lam: float = 1.0):
+    """Value ``lam * F(z[, prior])`` (0-dim, detached) and its gradient w.r.t. the latents
+    ``z`` (``(n, D)``, detached input; zeros where F does not depend on z)."""
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
-        f = F(z) if prior is None else F(z, prior)
+        f = lam * (F(z) if prior is None else F(z, prior))
         if f.requires_grad:
             (g,) = torch.autograd.grad(f, z, allow_unused=True)
         else:
@@ -81,7 +82,7 @@ def batch_cost_gradient(F: Callable, z: torch.Tensor, prior: Optional[torch.Tens
 
 def gradcache_backward(encoder: Callable, F: Callable, x: torch.Tensor, *, chunk: int,
                        per_example: Optional[Callable] = None, reduction: str = "sum",
-                       prior: Optional[torch.Tensor] = None) -> LossParts:
+                       prior: Optional[torch.Tensor] = None, lam: float = 1.0) -> LossParts:
     """Accumulate ``dL/dtheta`` of the n-batch loss L (module docstring) into the ``.grad``
     of the parameters, holding the activations of ``chunk`` examples at a time.
 
@@ -91,9 +92,10 @@ def gradcache_backward(encoder: Callable, F: Callable, x: torch.Tensor, *, chunk
         per_example: ``G(x, z) -> (b,)`` or None. reduction: ``"sum" | "mean" | "sqrt_mean"``.
         prior: ``(n_prior, D)`` prior sample for costs that take one, or a callable
             ``prior(Z)`` that draws it given the latents ``Z`` (``(n, D)``), or None.
+        lam: ``lambda >= 0``, the weight of F.
 
     Returns:
-        detached :class:`~mowtheory.mow.LossParts` ``(F + red(G), F, red(G))``. Gradients
+        detached :class:`~mowtheory.mow.LossParts` ``(lam F + red(G), lam F, red(G))``. Gradients
         are added to what ``.grad`` holds (zero them first).
     """
     n = len(x)
@@ -111,7 +113,7 @@ def gradcache_backward(encoder: Callable, F: Callable, x: torch.Tensor, *, chunk
     Z = torch.cat(zs)
     if callable(prior):
         prior = prior(Z)
-    f, g = batch_cost_gradient(F, Z, prior)
+    f, g = batch_cost_gradient(F, Z, prior, lam=lam)
     a = per_example_coefficient(torch.cat(Gs) if need_G1 else None, reduction, n)
     G2 = []
     for lo, hi in bounds:                                       # pass 2
@@ -137,10 +139,10 @@ class _NBatch:
     def __init__(self, encoder: Callable, cost: Callable, *, n: int,
                  per_example: Optional[Callable] = None, reduction: str = "sum",
                  prior: Optional[Callable] = None, generator: Optional[torch.Generator] = None,
-                 device=None):
+                 device=None, lam: float = 1.0):
         self.n = check_int("n", n, low=1)
         bind_objective(self, encoder, cost, per_example=per_example, reduction=reduction,
-                       prior=prior, generator=generator, device=device)
+                       prior=prior, generator=generator, device=device, lam=lam)
         self.steps = 0
         #: detached loss parts of the latest step, set before its update (None meanwhile)
         self.last_parts: Optional[LossParts] = None
@@ -184,7 +186,7 @@ class Minibatch(_NBatch):
         self.last_parts = None
         z = self.encoder(x)
         prior = self._prior_sample(z, z.shape[-1])
-        f = self.cost(z) if prior is None else self.cost(z, prior)
+        f = self.lam * (self.cost(z) if prior is None else self.cost(z, prior))
         if self.per_example is None:
             r = torch.zeros_like(f)
         else:
@@ -210,6 +212,7 @@ class GradCache(_NBatch):
         reduction: ``"sum" | "mean" | "sqrt_mean"`` of G over the n examples.
         prior: ``prior(n, D, generator=, dtype=, device=) -> (n, D)`` for costs with
             ``needs_prior`` (default N(0, I)); generator: its ``torch.Generator``.
+        lam: ``lambda >= 0``, the weight of F in the objective ``lam F + red(G)``.
     """
 
     method = "gradcache"
@@ -217,9 +220,9 @@ class GradCache(_NBatch):
     def __init__(self, encoder: Callable, cost: Callable, *, n: int, chunk: int,
                  per_example: Optional[Callable] = None, reduction: str = "sum",
                  prior: Optional[Callable] = None, generator: Optional[torch.Generator] = None,
-                 device=None):
+                 device=None, lam: float = 1.0):
         super().__init__(encoder, cost, n=n, per_example=per_example, reduction=reduction,
-                         prior=prior, generator=generator, device=device)
+                         prior=prior, generator=generator, device=device, lam=lam)
         self.chunk = check_int("chunk", chunk, low=1, high=self.n, high_name="n")
 
     def _config(self) -> dict:
@@ -231,7 +234,8 @@ class GradCache(_NBatch):
         optimizer.zero_grad(set_to_none=True)
         parts = gradcache_backward(self.encoder, self.cost, x, chunk=self.chunk,
                                    per_example=self.per_example, reduction=self.reduction,
-                                   prior=lambda Z: self._prior_sample(Z, Z.shape[-1]))
+                                   prior=lambda Z: self._prior_sample(Z, Z.shape[-1]),
+                                   lam=self.lam)
         self.last_parts = parts
         optimizer.step()
         self.steps += 1

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from ._names import REDUCTIONS, REFRESH_POLICIES
-from ._validate import check_choice, check_latents, check_pair
+from ._validate import check_choice, check_latents, check_pair, check_positive
 from .costs import BatchCost
 
 __all__ = ["LossParts", "REDUCTIONS", "REFRESH_POLICIES", "mow_loss", "reduce_per_example",
@@ -21,7 +21,7 @@ __all__ = ["LossParts", "REDUCTIONS", "REFRESH_POLICIES", "mow_loss", "reduce_pe
 
 class LossParts(NamedTuple):
     """Parts of a MoW loss. ``total`` carries the graph; the others are its terms:
-    ``batch_cost`` = F (unscaled by ``balanced``), ``per_example`` = the reduced G."""
+    ``batch_cost`` = lam * F (unscaled by ``balanced``), ``per_example`` = the reduced G."""
     total: torch.Tensor
     batch_cost: torch.Tensor
     per_example: torch.Tensor
@@ -56,7 +56,7 @@ def _sqrt0(x: torch.Tensor) -> torch.Tensor:
 def mow_loss(F: Callable, fresh: torch.Tensor, window: torch.Tensor,
              G: Optional[torch.Tensor] = None, *, prior: Optional[torch.Tensor] = None,
              reduction: str = "sum", balanced: bool = False, cache=None,
-             constants: bool = True) -> LossParts:
+             constants: bool = True, lam: float = 1.0) -> LossParts:
     """The MoW_k(n) cost of one step.
 
     Args:
@@ -71,15 +71,18 @@ def mow_loss(F: Callable, fresh: torch.Tensor, window: torch.Tensor,
         reduction: ``"sum" | "mean" | "sqrt_mean"`` over the k values of G.
         balanced: scale the F-term by ``n / k``.
         cache, constants: passed to ``BatchCost.split`` (see :mod:`mowtheory.costs`).
+        lam: ``lambda >= 0``, the weight of the batch cost (a parameter of the objective,
+            not of F).
 
     Returns:
         :class:`LossParts` ``(total, batch_cost, per_example)``, each of shape ``(...)``;
-        ``total = (n/k if balanced else 1) * F + red(G)``.
+        ``batch_cost = lam * F``, ``total = (n/k if balanced else 1) * lam * F + red(G)``.
     """
     check_latents("fresh", fresh, min_n=1, batch_dims=True, finite=False)
     check_latents("window", window, min_n=0, batch_dims=True, finite=False)
     check_pair("fresh", fresh, "window", window)
     check_choice("reduction", reduction, REDUCTIONS)
+    lam = check_positive("lam", lam, allow_zero=True)
     k, m = fresh.shape[-2], window.shape[-2]
     n = k + m
     window = window.detach()
@@ -88,6 +91,7 @@ def mow_loss(F: Callable, fresh: torch.Tensor, window: torch.Tensor,
     else:
         z = fresh if m == 0 else torch.cat([window, fresh], dim=-2)
         f = F(z) if prior is None else F(z, prior)
+    f = lam * f
     if G is None:
         g = torch.zeros_like(f)
     else:

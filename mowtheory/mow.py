@@ -44,7 +44,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from ._names import REDUCTIONS, REFRESH_POLICIES
-from ._validate import check_choice, check_int
+from ._validate import check_choice, check_int, check_positive
 from .costs import BatchCost
 from .costs import registry as _registry
 from .frozen import FrozenWindow
@@ -69,12 +69,12 @@ def standard_normal_prior(n: int, dim: int, *, generator: torch.Generator, dtype
 
 
 def bind_objective(obj, encoder, cost, *, per_example=None, reduction: str = "sum",
-                   prior=None, generator=None, device=None) -> None:
+                   prior=None, generator=None, device=None, lam: float = 1.0) -> None:
     """Validate and set the attributes every step object shares (:class:`MoW`, and the
     n-batch steps of :mod:`mowtheory.gradcache`): ``encoder``, ``cost``, ``per_example``,
-    ``reduction``, ``needs_prior``, ``prior`` (default :func:`standard_normal_prior`) and
-    ``generator`` (default a CPU/``device`` generator seeded 0). TypeError/ValueError name
-    the argument."""
+    ``reduction``, ``needs_prior``, ``prior`` (default :func:`standard_normal_prior`),
+    ``generator`` (default a CPU/``device`` generator seeded 0) and ``lam`` (the weight
+    lambda >= 0 of the batch cost). TypeError/ValueError name the argument."""
     if not callable(encoder):
         raise TypeError(f"encoder must be callable (an nn.Module mapping (b, ...) to (b, D)); "
                         f"got encoder={encoder!r}")
@@ -89,6 +89,7 @@ def bind_objective(obj, encoder, cost, *, per_example=None, reduction: str = "su
                         f"generator={generator!r}")
     obj.encoder, obj.cost, obj.per_example = encoder, cost, per_example
     obj.reduction = check_choice("reduction", reduction, REDUCTIONS)
+    obj.lam = check_positive("lam", lam, allow_zero=True)
     obj.needs_prior = bool(getattr(cost, "needs_prior", False))
     obj.prior = prior if prior is not None else standard_normal_prior
     obj.generator = generator if generator is not None else torch.Generator(
@@ -143,7 +144,8 @@ class MoW:
                  per_example: Optional[Callable] = None, reduction: str = "sum",
                  balanced: bool = False, refresh: str = "post", prior: Optional[Callable] = None,
                  generator: Optional[torch.Generator] = None, exact_value: bool = True,
-                 check_finite: Optional[bool] = None, dtype=torch.float32, device=None):
+                 check_finite: Optional[bool] = None, dtype=torch.float32, device=None,
+                 lam: float = 1.0):
         self.n = check_int("n", n, low=2)
         self.k = check_int("k", k, low=1, high=self.n, high_name="n")
         for name, flag in (("balanced", balanced), ("exact_value", exact_value)):
@@ -153,7 +155,7 @@ class MoW:
             raise TypeError(f"check_finite must be a bool or None; got "
                             f"check_finite={check_finite!r}")
         bind_objective(self, encoder, cost, per_example=per_example, reduction=reduction,
-                       prior=prior, generator=generator, device=device)
+                       prior=prior, generator=generator, device=device, lam=lam)
         self.balanced = balanced
         self.refresh = check_choice("refresh", refresh, REFRESH_POLICIES)
         self.exact_value = exact_value
@@ -235,7 +237,7 @@ class MoW:
             window = self.frozen.rows(ordered=not self.frozen.split)
             return mow_loss(self.cost, z, window, G, prior=prior, reduction=self.reduction,
                             balanced=self.balanced, cache=self.frozen.cache,
-                            constants=self.exact_value)
+                            constants=self.exact_value, lam=self.lam)
 
     def _open(self, x: torch.Tensor, fresh: torch.Tensor) -> StepContext:
         """Register the pending step of a loss just computed; returns its context."""

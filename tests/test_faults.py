@@ -221,12 +221,12 @@ POISON = textwrap.dedent("""
     from mowtheory.cli import main
     from mowtheory.train import trainer as T
     bad, calls = int(sys.argv[1]), {"n": 0}
-    split = T._Weighted.split
+    split = T._Float32Cost.split
     def poisoned(self, *a, **kw):
         calls["n"] += 1                      # one call per training step
         v = split(self, *a, **kw)
         return v * float("nan") if calls["n"] >= bad else v
-    T._Weighted.split = poisoned
+    T._Float32Cost.split = poisoned
     sys.exit(main(sys.argv[2:]))
 """)
 

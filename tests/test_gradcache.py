@@ -147,8 +147,8 @@ def _fault_chunk_local_mean(monkeypatch):
 def _fault_drop_F(monkeypatch):
     real = gc.batch_cost_gradient
 
-    def no_F(F, z, prior):
-        f, g = real(F, z, prior)
+    def no_F(F, z, prior, **kw):
+        f, g = real(F, z, prior, **kw)
         return f, torch.zeros_like(g)
     monkeypatch.setattr(gc, "batch_cost_gradient", no_F)
 

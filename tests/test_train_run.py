@@ -156,18 +156,57 @@ def test_config_validation_messages(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["cwae", "wae"])
-def test_a_copy_of_the_trained_cost_keeps_its_weight(model):
-    """build_cost's lam * F survives deepcopy and pickle (DataLoader workers, spawn, checkpoint
-    tools): the copy has the weight and the same value, not the unweighted registry cost."""
+@pytest.mark.parametrize("method", ["mow", "minibatch", "gradcache"])
+def test_lambda_is_a_parameter_of_the_objective_and_survives_copies(model, method):
+    """lambda lives in the step object (not in a wrapper around F): the loss of a step with
+    lam=0.25 is 0.25 * F + red(G) of the same batch, and deepcopy/pickle of the step (and
+    of the float32 cost) keep it."""
     import copy
     import pickle
 
+    from mowtheory.train import methods
     from mowtheory.train.trainer import build_cost
-    cost = build_cost(model, lam=0.25)
+    cost = build_cost(model)
     z = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     y = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)) if cost.needs_prior else None
     for other in (copy.deepcopy(cost), pickle.loads(pickle.dumps(cost))):
-        assert other.weight == 0.25
-        assert torch.equal(other(z, y), cost(z, y))
-    plain = build_cost(model, lam=1.0)
-    assert torch.allclose(cost(z, y), 0.25 * plain(z, y))
+        assert type(other) is type(cost) and torch.equal(other(z, y), cost(z, y))
+
+    def run(lam, g_weight):
+        torch.manual_seed(0)
+        enc = torch.nn.Linear(3, 4)
+        step = methods.build(method, enc, build_cost(model), n=8, k=2, chunk=4, latent_dim=4,
+                             per_example=lambda x, z: g_weight * z.pow(2).sum(1),
+                             reduction="sum", balanced=False, refresh="post",
+                             generator=torch.Generator().manual_seed(3), device="cpu", lam=lam)
+        step.init_window("prior")
+        x = torch.randn(step.examples_per_step, 3, generator=torch.Generator().manual_seed(4))
+        parts = step.step(x, torch.optim.SGD(enc.parameters(), lr=0.0))
+        return step, parts, enc.weight.grad.clone()
+
+    _, p1, _ = run(1.0, 1.0)
+    quarter, p4, _ = run(0.25, 1.0)
+    assert torch.allclose(p4.batch_cost, 0.25 * p1.batch_cost, rtol=1e-6)
+    assert torch.allclose(p4.per_example, p1.per_example) and not torch.allclose(p4.total,
+                                                                                  p1.total)
+    # the gradient of the F-term scales with lambda too (G switched off)
+    g1, g4 = run(1.0, 0.0)[2], run(0.25, 0.0)[2]
+    assert g1.abs().max() > 0 and torch.allclose(g4, 0.25 * g1, rtol=1e-5, atol=1e-8)
+    inner = quarter.dmow.mow if method == "mow" else quarter    # the MoW or n-batch step
+    assert inner.lam == 0.25
+    assert copy.deepcopy(inner).lam == 0.25
+
+
+
+
+def test_the_trainer_passes_lambda_to_the_objective(tmp_path):
+    """--lambda reaches the step: the first step's logged batch cost (lambda * F, before any
+    update, on the same batch and prior) is lambda times that of lambda = 1."""
+    def first(lam, method):
+        out = tmp_path / f"{method}-{lam}"
+        train(_small(out, lam=lam, method=method, eval_every=1, stop_after_steps=1, epochs=2))
+        return json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    for method in ("mow", "gradcache"):
+        a, b = first(1.0, method), first(0.5, method)
+        assert b["train_batch_cost"] == pytest.approx(0.5 * a["train_batch_cost"], rel=1e-6)
+        assert b["train_per_example"] == pytest.approx(a["train_per_example"], rel=1e-6)

@@ -13,7 +13,7 @@ Submodules: :mod:`~mowtheory.train.models` (``build_autoencoder``, ``ARCHS``),
 :mod:`~mowtheory.train.data` (``load_dataset``, ``DATASETS``),
 :mod:`~mowtheory.train.trainer` (``train``, ``Trainer``, ``RunState``),
 :mod:`~mowtheory.train.config` (``TrainConfig``, ``CHOICES``; imports no torch),
-:mod:`~mowtheory.train.objective` (``build_cost``),
+:mod:`~mowtheory.train.objective` (``build_cost``: F in float32; lambda goes to the step),
 :mod:`~mowtheory.train.evaluate`, :mod:`~mowtheory.train.metrics`,
 :mod:`~mowtheory.train.images`, :mod:`~mowtheory.train.checkpoint`,
 :mod:`~mowtheory.train.cli`. The names below are imported on first use, so that importing

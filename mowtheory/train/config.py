@@ -1,6 +1,7 @@
 """Configuration of a training run: :class:`TrainConfig` and its choices. Importing it does
 not import torch (``mowtheory train --help`` is built from it); the weighted batch cost
-``lam * F`` of each model is :func:`mowtheory.train.objective.build_cost`.
+F of each model is :func:`mowtheory.train.objective.build_cost` (lambda is a parameter of
+the objective, passed to the step).
 
 ``MODELS`` names the autoencoders (each trains against the registered batch cost
 ``MODEL_COSTS[model]`` of :mod:`mowtheory.costs`); ``RESUME_FREE`` the fields that may change

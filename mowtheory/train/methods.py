@@ -74,7 +74,8 @@ class _GradCacheMethod(_NoWindow, GradCache):
 
 def build(method: str, encoder: Callable, cost, *, n: int, k: int, chunk: int,
           latent_dim: int, per_example: Optional[Callable], reduction: str, balanced: bool,
-          refresh: str, generator: torch.Generator, device, local: bool = True):
+          refresh: str, generator: torch.Generator, device, local: bool = True,
+          lam: float = 1.0):
     """The step object of ``method`` (module docstring). ``k``, ``balanced``, ``refresh``
     and ``latent_dim`` are MoW's, ``chunk`` is GradCache's; the others are common: the prior
     sample of costs that take one is drawn from ``generator`` by every method."""
@@ -84,12 +85,12 @@ def build(method: str, encoder: Callable, cost, *, n: int, k: int, chunk: int,
         return _MoWMethod(DistributedMoW(
             encoder, cost, n=n, k=k, latent_dim=latent_dim, per_example=per_example,
             reduction=reduction, balanced=balanced, refresh=refresh, generator=generator,
-            device=device, local=local))
+            device=device, local=local, lam=lam))
     if balanced:
         raise ValueError(f"balanced=True (--balanced) scales MoW's F-term by n/k; it does not "
                          f"apply to method={method!r} (n-batch training); got balanced=True")
     common = dict(n=n, per_example=per_example, reduction=reduction, generator=generator,
-                  device=device)
+                  device=device, lam=lam)
     if method == "minibatch":
         return _MinibatchMethod(encoder, cost, **common)
     return _GradCacheMethod(encoder, cost, chunk=chunk, **common)

@@ -1,5 +1,8 @@
-"""The batch cost a training run optimises: ``lam * F`` of its model (:func:`build_cost`),
-evaluated in float32 with autocast off."""
+"""The batch cost F a training run optimises (:func:`build_cost`): the registered cost of its
+model, evaluated in float32 with autocast off, so that bf16 autocast of the networks never
+reaches it. The regulariser weight lambda is not part of F: it is a parameter of the
+objective (``lam=`` of :class:`~mowtheory.mow.MoW`, :class:`~mowtheory.gradcache.GradCache`,
+:class:`~mowtheory.gradcache.Minibatch` and :func:`~mowtheory.loss.mow_loss`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,41 +18,37 @@ __all__ = ["build_cost"]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Weighted(costs.BatchCost):
-    """A :class:`~mowtheory.costs.BatchCost` times ``weight``, evaluated in float32 with
-    autocast off (so bf16 autocast of the networks never reaches the cost). The weight is a
-    field: copies and pickles keep it (:meth:`__reduce__`)."""
-
-    weight: float = 1.0
+class _Float32Cost(costs.BatchCost):
+    """A :class:`~mowtheory.costs.BatchCost` evaluated in float32 with autocast off. Copies
+    and pickles rebuild it from the registry with its parameters (:meth:`__reduce__`)."""
 
     @classmethod
-    def wrap(cls, base: costs.BatchCost, weight: float) -> "_Weighted":
-        return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)},
-                   weight=float(weight))
+    def wrap(cls, base: costs.BatchCost) -> "_Float32Cost":
+        return cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
 
     def __reduce__(self):
-        return (_rebuild_weighted, (self.name, dict(self.params), self.weight))
+        return (_rebuild_float32, (self.name, dict(self.params)))
 
     def __call__(self, z, y=None):
         with torch.autocast(z.device.type, enabled=False):
-            return self.weight * super().__call__(z.float(), None if y is None else y.float())
+            return super().__call__(z.float(), None if y is None else y.float())
 
     def split(self, H, Z, y=None, *, cache=None, constants=True):
         with torch.autocast(Z.device.type, enabled=False):
-            return self.weight * super().split(H, Z.float(), None if y is None else y.float(),
-                                               cache=cache, constants=constants)
+            return super().split(H, Z.float(), None if y is None else y.float(), cache=cache,
+                                 constants=constants)
 
 
-def _rebuild_weighted(name: str, params: dict, weight: float) -> _Weighted:
-    return _Weighted.wrap(costs.get(name, **params), weight)
+def _rebuild_float32(name: str, params: dict) -> _Float32Cost:
+    return _Float32Cost.wrap(costs.get(name, **params))
 
 
-def build_cost(model: str, *, lam: float, swae_directions: int = 50,
+def build_cost(model: str, *, swae_directions: int = 50,
                generator: Optional[torch.Generator] = None) -> costs.BatchCost:
-    """The batch cost ``lam * F`` of ``model`` (``swae``: fresh directions from ``generator``
-    each call)."""
+    """The batch cost F of ``model`` in float32 (``swae``: fresh directions from
+    ``generator`` each call); the weight lambda goes to the step object, not here."""
     check_choice("model", model, MODELS)
     params = {}
     if model == "swae":
         params = {"n_directions": swae_directions, "generator": generator}
-    return _Weighted.wrap(costs.get(MODEL_COSTS[model], **params), lam)
+    return _Float32Cost.wrap(costs.get(MODEL_COSTS[model], **params))

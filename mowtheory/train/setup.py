@@ -64,7 +64,8 @@ def build_step(cfg: TrainConfig, model, cost, generator: torch.Generator, *, dev
                local: bool = True):
     """The step of ``cfg.method`` (:mod:`mowtheory.train.methods`) with encoder
     ``model.encode`` (float32 latents), per-example cost G(x) = summed squared reconstruction
-    error, batch cost ``cost`` (``lam * F``), prior draws from ``generator``, and its
+    error, batch cost ``cost`` (F) weighted by ``cfg.lam`` in the objective, prior draws
+    from ``generator``, and its
     optimizer. For "mow" one process runs DistributedMoW(local=True), plain MoW_k(n) step for
     step; each method keeps the loss parts of a step that fails after its update
     (``last_parts``). Returns ``(method, optimizer)``."""
@@ -79,7 +80,7 @@ def build_step(cfg: TrainConfig, model, cost, generator: torch.Generator, *, dev
                             latent_dim=model.latent_dim, per_example=per_example,
                             reduction=cfg.reduction, balanced=cfg.balanced,
                             refresh=cfg.refresh, generator=generator, device=device,
-                            local=local)
+                            local=local, lam=cfg.lam)
     optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
     return method, optimizer(model.parameters(), lr=cfg.lr)
 

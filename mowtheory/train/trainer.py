@@ -50,7 +50,7 @@ from ._lock import OutputLock, probe as _probe_lock
 from ._signals import Interrupted, StopSignals
 from .config import (DEVICES, MODEL_COSTS, MODELS, OPTIMIZERS, RESUME_FREE,  # noqa: F401
                      TRAIN_INIT_POLICIES, TrainConfig, resolved)
-from .objective import _rebuild_weighted, _Weighted, build_cost  # noqa: F401
+from .objective import _Float32Cost, build_cost  # noqa: F401
 from .evaluate import FD_TRAIN_BYTES, FD_TRAIN_LIMIT, Evaluator, write_images  # noqa: F401
 from .state import (PARTS, NonFiniteLoss, RunState, first_line, format_parts,  # noqa: F401
                     params_finite, truncate_metrics, write_json, write_or_explain)
@@ -141,8 +141,7 @@ class Trainer:
         # and prior init of the window
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         mow_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        cost = build_cost(cfg.model, lam=cfg.lam, swae_directions=cfg.swae_directions,
-                          generator=mow_gen)
+        cost = build_cost(cfg.model, swae_directions=cfg.swae_directions, generator=mow_gen)
         self.method, self.opt = setup.build_step(cfg, self.model, cost, mow_gen,
                                                  device=self.device, local=ctx is None)
         self.steps_per_epoch = self.N // self.kP
