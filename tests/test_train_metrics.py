@@ -93,6 +93,18 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     assert info3["metric"] == "FD-small-autoencoder" and info3["path"] != path
 
 
+@pytest.mark.parametrize("epochs,min_steps,want_epochs,want_steps", [
+    (1, 9, 5, 10),      # 2 steps an epoch: min_steps sets the budget (5 epochs, 10 steps)
+    (3, 1, 3, 6),       # epochs set it
+])
+def test_feature_network_budget_is_at_least_epochs_and_min_steps(tmp_path, epochs, min_steps,
+                                                                 want_epochs, want_steps):
+    x, y = _blobs(32, 0)
+    _, info = metrics.feature_network("budget", x, y, cache_dir=tmp_path, epochs=epochs,
+                                      min_steps=min_steps, batch_size=16)
+    assert (info["epochs"], info["steps"]) == (want_epochs, want_steps)
+
+
 def test_dataset_labels_are_verified_against_the_images():
     from mowtheory.train.data import load_dataset
     x = load_dataset("digits", split="test", limit=40)

@@ -86,6 +86,31 @@ def _mc_sqrt_mean_gradient(k: int, theta: float, s2: float, beta: float, samples
     return float(grads), float(se)
 
 
+def _part_d(reduce: Callable, sqrt_n: int) -> tuple:
+    """Part (d): the expected gradient g_k of the reduced reconstruction term for k = 1 ..
+    sqrt_n, exact (and, for :func:`sqrt_mean`, against Monte Carlo). Returns ``(g, ratios,
+    gap, not_per_example, mc_line, mc_ok)``."""
+    g = [expected_reduced_gradient(reduce, k) for k in range(1, sqrt_n + 1)]
+    ratios = [sp.nsimplify(sp.simplify(gk / g[0])) for gk in g]
+    const_in_k = all(sp.simplify(gk - g[0]) == 0 for gk in g)
+    prop_to_k = all(sp.simplify(gk - (i + 1) * g[0]) == 0 for i, gk in enumerate(g))
+    gap = sp.simplify(g[-1] - g[0])
+    not_per_example = not const_in_k and not prop_to_k
+    mc_line = ""
+    mc_ok = True
+    if reduce is sqrt_mean:
+        theta0, s2v, bv = 0.25, 1.0, 0.5
+        for k in (1, sqrt_n):
+            exact = float(g[k - 1].subs({_theta: theta0, _s2: s2v, _beta: bv}))
+            mc, se = _mc_sqrt_mean_gradient(k, theta0, s2v, bv)
+            ok = abs(mc - exact) < 5 * se
+            mc_ok &= ok
+            mc_line += f" k={k}: exact {exact:.5f}, Monte Carlo {mc:.5f} ± {se:.5f};"
+        m = lambda kk: float(sp.sqrt(sp.Rational(2, kk)) * sp.gamma(sp.Rational(kk + 1, 2)) / sp.gamma(sp.Rational(kk, 2)))
+        mc_line += f" for n = 64: g_64/g_1 = {m(64) / m(1):.4f}"
+    return g, ratios, gap, not_per_example, mc_line, mc_ok
+
+
 def check_reduction_balance(max_n: int = 4, *, balance=None, reduce: Optional[Callable] = None,
                             sqrt_n: int = 4) -> CheckResult:
     """Run the check.
@@ -132,24 +157,7 @@ def check_reduction_balance(max_n: int = 4, *, balance=None, reduce: Optional[Ca
                 diff_c_ok = not (std_mean - mow_mean - QQ(n - k, n) * gF)
 
     # (d)
-    g = [expected_reduced_gradient(reduce, k) for k in range(1, sqrt_n + 1)]
-    ratios = [sp.nsimplify(sp.simplify(gk / g[0])) for gk in g]
-    const_in_k = all(sp.simplify(gk - g[0]) == 0 for gk in g)
-    prop_to_k = all(sp.simplify(gk - (i + 1) * g[0]) == 0 for i, gk in enumerate(g))
-    gap = sp.simplify(g[-1] - g[0])
-    not_per_example = not const_in_k and not prop_to_k
-    mc_line = ""
-    mc_ok = True
-    if reduce is sqrt_mean:
-        theta0, s2v, bv = 0.25, 1.0, 0.5
-        for k in (1, sqrt_n):
-            exact = float(g[k - 1].subs({_theta: theta0, _s2: s2v, _beta: bv}))
-            mc, se = _mc_sqrt_mean_gradient(k, theta0, s2v, bv)
-            ok = abs(mc - exact) < 5 * se
-            mc_ok &= ok
-            mc_line += f" k={k}: exact {exact:.5f}, Monte Carlo {mc:.5f} ± {se:.5f};"
-        m = lambda kk: float(sp.sqrt(sp.Rational(2, kk)) * sp.gamma(sp.Rational(kk + 1, 2)) / sp.gamma(sp.Rational(kk, 2)))
-        mc_line += f" for n = 64: g_64/g_1 = {m(64) / m(1):.4f}"
+    g, ratios, gap, not_per_example, mc_line, mc_ok = _part_d(reduce, sqrt_n)
     passed = not bad_a and not bad_b and not same_c and diff_c_ok and not bad_e and not_per_example and mc_ok
     cases = max_n * (max_n + 1) // 2
     head = (f"(a) mean-MoW drift = −(∇E[G] + (k/n)∇E[F]): {cases - len(bad_a)}/{cases} cases; "

@@ -213,6 +213,33 @@ def _digest(x: torch.Tensor, labels: Optional[torch.Tensor], extra: str = "") ->
     return h.hexdigest()[:12]
 
 
+def _fit(net, opt, x, labels, g: torch.Generator, *, epochs: int, min_steps: int,
+         batch_size: int, max_seconds: float, device) -> tuple:
+    """Train the feature network: cross-entropy on ``labels``, or reconstruction of its own
+    target without them; at least ``epochs`` passes and ``min_steps`` steps, stopped after
+    ``max_seconds``. Returns ``(epochs, steps, last loss)``."""
+    t0, steps, last = time.perf_counter(), 0, float("nan")
+    epoch = 0
+    while epoch < epochs or steps < min_steps:
+        epoch += 1
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            xb = x[idx].to(device)
+            if labels is not None:
+                loss = Fn.cross_entropy(net(xb), labels[idx].to(device))
+            else:
+                loss = Fn.mse_loss(net(xb), net.target(xb))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        last = float(loss.detach())
+        if time.perf_counter() - t0 > max_seconds:
+            break
+    return epoch, steps, last
+
+
 def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] = None, *,
                     cache_dir, x_val: Optional[torch.Tensor] = None,
                     labels_val: Optional[torch.Tensor] = None, epochs: int = 5,
@@ -270,25 +297,9 @@ def feature_network(name: str, x: torch.Tensor, labels: Optional[torch.Tensor] =
     if len(x) > max_train:
         idx = torch.randperm(len(x), generator=g)[:max_train]
         x, labels = x[idx], (labels[idx] if labels is not None else None)
-    t0, steps, last = time.perf_counter(), 0, float("nan")
-    epoch = 0
-    while epoch < epochs or steps < min_steps:
-        epoch += 1
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            xb = x[idx].to(device)
-            if labels is not None:
-                loss = Fn.cross_entropy(net(xb), labels[idx].to(device))
-            else:
-                loss = Fn.mse_loss(net(xb), net.target(xb))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-        last = float(loss.detach())
-        if time.perf_counter() - t0 > max_seconds:
-            break
+    t0 = time.perf_counter()
+    epoch, steps, last = _fit(net, opt, x, labels, g, epochs=epochs, min_steps=min_steps,
+                              batch_size=batch_size, max_seconds=max_seconds, device=device)
     net.eval()
     info = {"metric": metric, "kind": kind, "dataset": name, "input_shape": [c, h, w],
             "epochs": epoch, "steps": steps, "train_examples": len(x), "final_loss": last,
