@@ -210,3 +210,17 @@ def test_the_trainer_passes_lambda_to_the_objective(tmp_path):
         a, b = first(1.0, method), first(0.5, method)
         assert b["train_batch_cost"] == pytest.approx(0.5 * a["train_batch_cost"], rel=1e-6)
         assert b["train_per_example"] == pytest.approx(a["train_per_example"], rel=1e-6)
+
+
+def test_report_writes_a_non_finite_metric_as_null():
+    """One JSON policy, in the returned report too: a NaN/inf metric is None (null)."""
+    import time
+
+    from mowtheory.train.state import report
+    cfg = TrainConfig(out="o", device="cpu")
+    t = time.perf_counter()
+    rep = report(cfg, {"arch": "digits"}, "completed", 4, 2, 8, 1,
+                 {"recon_error": float("nan"), "cw_distance": float("inf"), "step": 4},
+                 None, None, t, t, "cpu")
+    assert rep["final_metrics"] == {"recon_error": None, "cw_distance": None, "step": 4}
+    json.dumps(rep, allow_nan=False)

@@ -195,10 +195,10 @@ class BatchCost:
         weights = self._impl.weights(n, None if y is None else y.shape[-2], **self.params)
         return full_value(self._kernel(n), weights, z, y)
 
-    def _split_batched(self, H: Tensor, Z: Tensor, y: Optional[Tensor], *, cache,
-                       constants: bool) -> Tensor:
-        """:meth:`split` of independent windows ``(..., m, D)``, ``(..., k, D)``; shapes
-        checked (one leading shape for all), values not scanned; no cache."""
+    def _check_batch(self, H: Tensor, Z: Tensor, y: Optional[Tensor], cache) -> None:
+        """Shapes of batches of windows for :meth:`split`: ``(..., m, D)``, ``(..., k, D)``
+        (and ``(..., n_y, D)``), one leading shape for all, values not scanned; no cache, and
+        a pairwise cost (``swae`` evaluates one sample at a time)."""
         self._check_y_presence(y)
         check_latents("H", H, min_n=0, min_d=self.min_d, batch_dims=True, finite=False)
         check_latents("Z", Z, min_n=1, dim=H.shape[-1], batch_dims=True, finite=False)
@@ -209,24 +209,15 @@ class BatchCost:
             check_pair("Z", Z, "y", y)
             lead["y"] = tuple(y.shape[:-2])
         if len(set(lead.values())) != 1:
-            raise ValueError(f"H, Z (and y) must share their leading (batch) shape; got "
+            raise ValueError("H, Z (and y) must share their leading (batch) shape; got "
                              + ", ".join(f"{k} {v}" for k, v in lead.items()))
         if cache is not None:
             raise ValueError("cache must be None for batches of windows (a SplitCache holds "
                              f"the frozen block of one window); got a cache with H of shape "
                              f"{tuple(H.shape)}")
-        if not isinstance(constants, bool):
-            raise TypeError(f"constants must be a bool; got constants={constants!r}")
         if not self.supports_split:
             raise ValueError(f"cost {self.name!r} evaluates one sample (n, D) at a time; got "
                              f"batches of windows H {tuple(H.shape)}, Z {tuple(Z.shape)}")
-        m, k = H.shape[-2], Z.shape[-2]
-        if m + k < self.min_n:
-            raise ValueError(f"H and Z together must have n = m + k >= {self.min_n} rows for "
-                             f"cost {self.name!r}; got m={m}, k={k}")
-        weights = self._impl.weights(m + k, None if y is None else y.shape[-2], **self.params)
-        return split_value(self._kernel(m + k), weights, H, Z, y,
-                           constants=constants or not self.linear_in_constants)
 
     def declaration(self, n: int, n_y: Optional[int] = None):
         """The pairwise declaration ``(Kernel, Weights)`` of this cost for a batch of ``n``
@@ -352,21 +343,22 @@ class BatchCost:
             evaluate ``F(cat(H.detach(), Z), y)`` in full (one sample only).
         """
         if Z.dim() > 2 or H.dim() > 2 or (y is not None and y.dim() > 2):
-            return self._split_batched(H, Z, y, cache=cache, constants=constants)
-        self._check_window(H, "Z", Z)
-        self._check_y(y, "Z", Z)
+            self._check_batch(H, Z, y, cache)
+        else:
+            self._check_window(H, "Z", Z)
+            self._check_y(y, "Z", Z)
         if cache is not None and not isinstance(cache, SplitCache):
             raise TypeError(f"cache must be a SplitCache or None; got {type(cache).__name__}")
         if not isinstance(constants, bool):
             raise TypeError(f"constants must be a bool; got constants={constants!r}")
-        m, k = H.shape[0], Z.shape[0]
+        m, k = H.shape[-2], Z.shape[-2]
         n = m + k
         if n < self.min_n:
             raise ValueError(f"H and Z together must have n = m + k >= {self.min_n} rows for "
                              f"cost {self.name!r}; got m={m}, k={k}")
         if not self.supports_split:
             return self(torch.cat([H.detach(), Z], dim=0), y)
-        n_y = None if y is None else y.shape[0]
+        n_y = None if y is None else y.shape[-2]
         weights = self._impl.weights(n, n_y, **self.params)
         kernel, constants = self._kernel(n), constants or not self.linear_in_constants
         if cache is not None and cache.key is not None and cache.key == kernel.key \

@@ -58,6 +58,80 @@ def _option(group, name: str, help: str, *flags: str) -> None:
                        default=default, choices=CHOICES.get(name), help=help)
 
 
+#: the options of `mowtheory train`, by group: ``(TrainConfig field, help[, flags...])``;
+#: the default, type and choices of each come from the field (:func:`_option`)
+OPTIONS = (
+    ("model and data", (
+        ("model", "cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: sliced "
+                  "Wasserstein (fresh directions each step); gmmn: Gaussian MMD^2; energy: "
+                  "energy distance"),
+        ("dataset", "digits, mnist5k (bundled); mnist, fashion, cifar10, celeba, ffhq (need "
+                    "--data-dir)"),
+        ("data_dir", "folder with the dataset's files"),
+        ("arch", "architecture (default: the dataset's)"),
+        ("latent_dim", "latent dimension D (default: the architecture's)"),
+        ("resolution", "image side for celeba/ffhq (default 64/1024)"),
+        ("limit", "use the first LIMIT training examples"),
+    )),
+    ("method", (
+        ("method", "mow: k examples a step against a window of n-k frozen latents; minibatch: "
+                   "standard training, n examples a step; gradcache: the same n-batch step and "
+                   "gradient in the activation memory of --chunk examples (the n-batch methods "
+                   "ignore --k, --init, --refresh)"),
+        ("chunk", "gradcache: examples encoded at a time (1 <= chunk <= n)"),
+    )),
+    ("MoW", (
+        ("n", "batch size seen by the batch cost F (--batch-n is the same option; spell it so "
+              "under torchrun, whose own options make --n ambiguous)", "--n", "--batch-n"),
+        ("k", "fresh examples per step (1 <= k <= n)"),
+        ("lam", "weight of the batch cost F", "--lambda"),
+        ("reduction", "reduction of the per-example errors over the k fresh examples; "
+                      "sqrt_mean (square root of the batch mean) is what the paper's "
+                      "experiments (the authors' code) used; sum is the theorem's cost"),
+        ("balanced", "scale the F-term by n/k (balanced MoW: the balance of standard training)"),
+        ("init", "window init: encode n-k training examples at theta_0 (paper); prior: N(0, I) "
+                 "draws at the start of every epoch, write position reset (authors' code); "
+                 "prior-once: N(0, I) draws before the first step only"),
+        ("refresh", "store latents re-encoded after the update (paper) or those from before it "
+                    "(authors' code)"),
+        ("swae_directions", "random directions of the sliced distance (swae)"),
+    )),
+    ("optimisation", (
+        ("optimizer", "adam, or gd (plain gradient descent)"),
+        ("lr", "learning rate"),
+        ("epochs", "passes over the training examples"),
+        ("seed", "seeds the model, the data order, the window init and the prior"),
+    )),
+    ("run", (
+        ("out", "output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED; "
+                "-minibatch or -gradcache-cC in place of -kK for those methods)"),
+        ("resume", "continue from OUT/checkpoint.pt (the configuration must match)"),
+        ("overwrite", "start afresh in an OUT that already holds a checkpoint"),
+        ("checkpoint_every", "also write the checkpoint every this many steps (0: each epoch "
+                             "only)"),
+        ("stop_after_steps", "stop after this many steps in total, with a checkpoint, as an "
+                             "interruption would (continue with --resume)"),
+        ("device", "default: cuda when available, else cpu"),
+        ("bf16", "bfloat16 autocast for the networks"),
+        ("eval_every", "also evaluate every this many steps (0: at the end of each epoch only)"),
+        ("eval_limit", "test examples used for the metrics"),
+        ("distance_n", "test latents used for the WAE/CW distances (O(N^2))"),
+        ("cache_dir", "cache of the FD feature network (default OUT/cache)"),
+        ("fd", "skip the Fréchet distance (FD-small-classifier)"),
+        ("fd_train_steps", "minimum training steps of the FD feature network (trained once, "
+                           "cached)"),
+        ("images", "do not write the PNG figures"),
+        ("progress", "no progress bar"),
+    )),
+    ("several processes", (
+        ("distributed", "data-parallel MoW under `torchrun --nproc_per_node=P -m mowtheory "
+                        "train ... --distributed`: each process reads k examples a step (the "
+                        "step of one process with k*P); rank 0 evaluates and writes the files"),
+        ("dist_timeout", "seconds every collective may wait (rank 0's evaluations must fit)"),
+    )),
+)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``train`` to ``subparsers``: one option per :class:`TrainConfig` field (a test
     checks that every field has one, with the field's default and choices)."""
@@ -72,71 +146,10 @@ def register(subparsers) -> argparse.ArgumentParser:
             "report.json, checkpoint.pt, samples.png, reconstructions.png and "
             "interpolations.png in --out."),
         formatter_class=_Formatter)
-    g = p.add_argument_group("model and data")
-    _option(g, "model", "cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: "
-            "sliced Wasserstein (fresh directions each step); gmmn: Gaussian MMD^2; energy: "
-            "energy distance")
-    _option(g, "dataset", "digits, mnist5k (bundled); mnist, fashion, cifar10, celeba, ffhq "
-            "(need --data-dir)")
-    _option(g, "data_dir", "folder with the dataset's files")
-    _option(g, "arch", "architecture (default: the dataset's)")
-    _option(g, "latent_dim", "latent dimension D (default: the architecture's)")
-    _option(g, "resolution", "image side for celeba/ffhq (default 64/1024)")
-    _option(g, "limit", "use the first LIMIT training examples")
-    t = p.add_argument_group("method")
-    _option(t, "method", "mow: k examples a step against a window of n-k frozen latents; "
-            "minibatch: standard training, n examples a step; gradcache: the same n-batch step "
-            "and gradient in the activation memory of --chunk examples (the n-batch methods "
-            "ignore --k, --init, --refresh)")
-    _option(t, "chunk", "gradcache: examples encoded at a time (1 <= chunk <= n)")
-    m = p.add_argument_group("MoW")
-    _option(m, "n", "batch size seen by the batch cost F (--batch-n is the same option; spell "
-            "it so under torchrun, whose own options make --n ambiguous)", "--n", "--batch-n")
-    _option(m, "k", "fresh examples per step (1 <= k <= n)")
-    _option(m, "lam", "weight of the batch cost F", "--lambda")
-    _option(m, "reduction", "reduction of the per-example errors over the k fresh examples; "
-            "sqrt_mean (square root of the batch mean) is what the paper's experiments (the "
-            "authors' code) used; sum is the theorem's cost")
-    _option(m, "balanced", "scale the F-term by n/k (balanced MoW: the balance of standard "
-            "training)")
-    _option(m, "init", "window init: encode n-k training examples at theta_0 (paper); prior: "
-            "N(0, I) draws at the start of every epoch, write position reset (authors' code); "
-            "prior-once: N(0, I) draws before the first step only")
-    _option(m, "refresh", "store latents re-encoded after the update (paper) or those from "
-            "before it (authors' code)")
-    _option(m, "swae_directions", "random directions of the sliced distance (swae)")
-    o = p.add_argument_group("optimisation")
-    _option(o, "optimizer", "adam, or gd (plain gradient descent)")
-    _option(o, "lr", "learning rate")
-    _option(o, "epochs", "passes over the training examples")
-    _option(o, "seed", "seeds the model, the data order, the window init and the prior")
-    r = p.add_argument_group("run")
-    _option(r, "out", "output directory (default runs/MODEL-DATASET-nN-kK[-balanced]-sSEED; "
-            "-minibatch or -gradcache-cC in place of -kK for those methods)")
-    _option(r, "resume", "continue from OUT/checkpoint.pt (the configuration must match)")
-    _option(r, "overwrite", "start afresh in an OUT that already holds a checkpoint")
-    _option(r, "checkpoint_every", "also write the checkpoint every this many steps (0: each "
-            "epoch only)")
-    _option(r, "stop_after_steps", "stop after this many steps in total, with a checkpoint, as "
-            "an interruption would (continue with --resume)")
-    _option(r, "device", "default: cuda when available, else cpu")
-    _option(r, "bf16", "bfloat16 autocast for the networks")
-    _option(r, "eval_every", "also evaluate every this many steps (0: at the end of each "
-            "epoch only)")
-    _option(r, "eval_limit", "test examples used for the metrics")
-    _option(r, "distance_n", "test latents used for the WAE/CW distances (O(N^2))")
-    _option(r, "cache_dir", "cache of the FD feature network (default OUT/cache)")
-    _option(r, "fd", "skip the Fréchet distance (FD-small-classifier)")
-    _option(r, "fd_train_steps", "minimum training steps of the FD feature network (trained "
-            "once, cached)")
-    _option(r, "images", "do not write the PNG figures")
-    _option(r, "progress", "no progress bar")
-    d = p.add_argument_group("several processes")
-    _option(d, "distributed", "data-parallel MoW under `torchrun --nproc_per_node=P -m "
-            "mowtheory train ... --distributed`: each process reads k examples a step (the "
-            "step of one process with k*P); rank 0 evaluates and writes the files")
-    _option(d, "dist_timeout", "seconds every collective may wait (rank 0's evaluations must "
-            "fit)")
+    for title, options in OPTIONS:
+        group = p.add_argument_group(title)
+        for name, help_text, *flags in options:
+            _option(group, name, help_text, *flags)
     return p
 
 

@@ -4,7 +4,6 @@ small file helpers of the trainer (one JSON policy: NaN/inf -> null)."""
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -78,13 +77,6 @@ def write_json(path: Path, obj) -> None:
     _io.atomic_write_json(path, obj, indent=2)      # NaN/inf -> null
 
 
-def clean(v):
-    """JSON has no NaN/inf: None (null), the package's one policy (:mod:`mowtheory._io`)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def write_or_explain(write, kept):
     """Run ``write()``; an OSError (disk full, read-only folder) becomes one line naming the
     file and what was kept (:class:`mowtheory._io.WriteError`)."""
@@ -149,7 +141,7 @@ def report(cfg, res, status, step, steps_per_epoch, N, kP, last_metrics, evaluat
         "world_size": world,
         "resumed_from_step": resumed_from,
         "steps_this_run": step - (resumed_from or 0),
-        "final_metrics": {k: clean(v) for k, v in last_metrics.items()},
+        "final_metrics": _io.json_safe(last_metrics),             # NaN/inf -> None
         "fd_metric": fd_name,
         "fd_note": ("Fréchet distance in the features of a small network trained on the same "
                     "dataset; NOT FID (no Inception network) and comparable only between runs "
