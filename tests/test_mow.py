@@ -199,3 +199,16 @@ def test_step_returns_device_tensors_and_state_roundtrip():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("lam,err", [(float("nan"), ValueError), (-1.0, ValueError),
+                                     (float("inf"), ValueError), ("x", TypeError)])
+def test_lambda_bad_values_are_refused_naming_it(lam, err):
+    from mowtheory.gradcache import GradCache
+    F = costs.get("cw")
+    makers = (lambda: mow_loss(F, torch.randn(1, 2), torch.randn(3, 2), lam=lam),
+              lambda: MoW(torch.nn.Identity(), F, n=4, k=1, latent_dim=2, lam=lam),
+              lambda: GradCache(torch.nn.Identity(), F, n=4, chunk=1, lam=lam))
+    for make in makers:
+        with pytest.raises(err, match=f"lam must be .*got lam={lam!r}"):
+            make()
