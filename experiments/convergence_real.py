@@ -107,7 +107,7 @@ def run_one(spec: dict) -> dict:
     st = run_network_study(problem, controls=spec["controls"], **kw)
     out = dict(spec=spec, result=st.to_json(), table=st.table(), wall=time.perf_counter() - t0)
     if (spec["n"], spec["k"]) == (8, 1) and "tag" not in spec:
-        from mowtheory.flow.network_cli import plot_network
+        from mowtheory.flow.plot import plot_network
         out["plot"] = str(plot_network(st, os.path.join(
             spec.get("plots", RESULTS), f"convergence_real_{spec['cost']}.png")))
     return out

@@ -252,7 +252,7 @@ def test_cli(work, capsys, name, argv, pieces):
 
 def test_train_warns_on_options_that_do_not_apply(work, capsys, monkeypatch):
     """Options without effect on the chosen model/dataset: a warning, before the work."""
-    from mowtheory.train import cli as tcli
+    from mowtheory.cli import train as tcli
 
     def stop(cfg):
         raise ValueError("stopped before training (test)")

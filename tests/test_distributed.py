@@ -102,7 +102,7 @@ def _worker(rank, tmpdir):
     torch.save(out, os.path.join(tmpdir, f"rank{rank}.pt"))
     # the results are on disk: skip the interpreter's teardown, in which gloo's threads abort
     # about 1 spawned pair in 16 (SIGABRT after both ranks finished; mowtheory train
-    # --distributed ends the same way, see mowtheory.train.cli._end_distributed)
+    # --distributed ends the same way, see mowtheory.cli.train._end_distributed)
     os._exit(0)
 
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from mowtheory.train import cli as tcli
+from mowtheory.cli import train as tcli
 from mowtheory.train.config import CHOICES, TrainConfig
 
 

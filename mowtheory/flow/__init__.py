@@ -7,7 +7,8 @@ Typical use::
     study = run_study("linear-gaussian", n=8, k=1, replicas=2048)
     print(study.table()); print(study.verdicts)
 
-or ``mowtheory flow`` on the command line (:mod:`mowtheory.flow.cli`). A real network:
+or ``mowtheory flow`` on the command line (:mod:`mowtheory.cli.flow`, configured by
+:class:`~mowtheory.flow.config.FlowConfig`). A real network:
 ``run_network_study(NetworkProblem(encoder, decoder, rows, cost), n=8, k=1)`` (exact
 reference) or ``run_coupled(...)`` (reference-free).
 """

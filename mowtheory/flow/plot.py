@@ -98,3 +98,14 @@ def plot_study(study, path: str, *, title: str = None) -> str:
     finally:
         plt.close(fig)
     return path
+
+
+def plot_network(study, path: str) -> str:
+    """One PNG: the parameters' errors against eta and each observable's."""
+    plt = _mpl()
+    panels = [("parameters", study.main)] + list(study.observables.items())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (name, st) in zip(list(axes) if len(panels) > 1 else [axes], panels):
+        plot_errors(ax, st, title=f"{study.config['problem']}: {name}")
+    fig.tight_layout()
+    return atomic_savefig(fig, path)

@@ -264,3 +264,31 @@ def run_study(problem="linear-gaussian", *, params: Optional[dict] = None,
                  ref=ref, wrong=wrong, sims=sims if keep_sims else [],
                  wall=time.perf_counter() - t0, problem=prob,
                  extra={"bias_at_zero": None if bias is None else bias.to_json()})
+
+
+def run_controls(main, *, replicas: int, seed: int, progress: bool,
+                 control_replicas=None) -> dict:
+    """The planted-fault studies: the main study with ``window="time"`` and with
+    ``window="leak"`` (if it was a ``"steps"`` study with a window), and the position-weighted
+    F with and without symmetrisation. ``control_replicas`` replicas each; None: ``min(replicas,
+    512)`` for the window controls (their faults are large) and ``2 * replicas`` for the
+    position-weighted pair (its fault is an O(1/n) asymmetry, the subtlest of the four)."""
+    c = main.config
+    out = {}
+    if c["window"] == "steps" and c["k"] < c["n"] and c["init"] == "encode":
+        for window in ("time", "leak"):
+            out[f"{window}_window"] = run_study(
+                main.problem, n=c["n"], k=c["k"], etas=main.etas,
+                replicas=control_replicas or min(replicas, 512),
+                horizon=c["horizon"], seed=seed, init=c["init"], refresh=c["refresh"],
+                reduction=c["reduction"], balanced=c["balanced"], window=window,
+                record=c["record"], bootstrap=c["bootstrap"], progress=progress,
+                desc=f"control: window={window}")
+    pw = get_problem("position-weighted")
+    pw_record = min(c["record"], max_record(pw.defaults.get("horizon", 1.0), default_etas(pw)))
+    for key, sym in (("position_weighted", False), ("symmetrized", True)):
+        out[key] = run_study("position-weighted", params={"symmetrize": sym},
+                             replicas=control_replicas or 2 * replicas,
+                             seed=seed, record=pw_record, bootstrap=c["bootstrap"],
+                             progress=progress, desc=f"control: {key.replace('_', '-')}")
+    return out

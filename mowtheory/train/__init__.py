@@ -15,9 +15,9 @@ Submodules: :mod:`~mowtheory.train.models` (``build_autoencoder``, ``ARCHS``),
 :mod:`~mowtheory.train.config` (``TrainConfig``, ``CHOICES``; imports no torch),
 :mod:`~mowtheory.train.objective` (``build_cost``: F in float32; lambda goes to the step),
 :mod:`~mowtheory.train.evaluate`, :mod:`~mowtheory.train.metrics`,
-:mod:`~mowtheory.train.images`, :mod:`~mowtheory.train.checkpoint`,
-:mod:`~mowtheory.train.cli`. The names below are imported on first use, so that importing
-``mowtheory.train.cli`` (for ``mowtheory --help``) stays light.
+:mod:`~mowtheory.train.images`, :mod:`~mowtheory.train.checkpoint`; the command is
+:mod:`mowtheory.cli.train`. The names below are imported on first use, so that importing
+``mowtheory.train`` (for ``mowtheory train --help``) stays light.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The ``mowtheory`` command.
-
-Each subcommand lives next to the code it drives and exposes two functions::
+"""The ``mowtheory`` command: every subcommand lives in this package, one module each
+(:mod:`~mowtheory.cli.flow`, :mod:`~mowtheory.cli.check`, :mod:`~mowtheory.cli.train`,
+:mod:`~mowtheory.cli.bench`); the flow and train parsers are generated from their
+configuration dataclasses (:mod:`mowtheory.cli._options`). Each module exposes two functions::
 
     register(subparsers) -> argparse.ArgumentParser   # adds its parser
     run(args) -> int                                   # exit status (EXIT_* below)
@@ -21,17 +22,17 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from .. import __version__
 
 # subcommand name -> (module that provides register(subparsers) and run(args), one-line help;
 # the help must equal the one the module registers: tests/test_package_face.py compares them)
 SUBCOMMANDS = {
-    "flow": ("mowtheory.flow.cli", "convergence-rate study of MoW against its gradient-flow ODE"),
-    "check": ("mowtheory.checks_cli",
+    "flow": ("mowtheory.cli.flow", "convergence-rate study of MoW against its gradient-flow ODE"),
+    "check": ("mowtheory.cli.check",
               "run the sympy/numeric proof checks of Theorem 1 and of the errata"),
-    "train": ("mowtheory.train.cli", "train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) "
+    "train": ("mowtheory.cli.train", "train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) "
                                      "(or --method minibatch / gradcache)"),
-    "bench": ("mowtheory.bench", "performance benchmarks (ratios measured side by side)"),
+    "bench": ("mowtheory.cli.bench", "performance benchmarks (ratios measured side by side)"),
 }
 
 

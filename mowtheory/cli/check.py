@@ -17,6 +17,8 @@ import shutil
 import sys
 import textwrap
 
+from . import verdict_exit_status
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``check`` subcommand to ``subparsers`` and return its parser."""
@@ -66,7 +68,7 @@ def run(args) -> int:
     otherwise). Raises ``ValueError`` for an unknown ``--only`` id."""
     import mowtheory.proofs as pc
 
-    from ._io import atomic_write_json, check_output_file
+    from .._io import atomic_write_json, check_output_file
 
     ids = pc.resolve_ids(args.only)           # ValueError with the valid ids
     width = shutil.get_terminal_size((120, 20)).columns
@@ -93,5 +95,4 @@ def run(args) -> int:
     if args.json:
         atomic_write_json(args.json, [r.to_dict() for r in results], indent=2)
         print(f"wrote {args.json}")
-    from .cli import verdict_exit_status
     return verdict_exit_status([r.status for r in results], strict=args.strict)

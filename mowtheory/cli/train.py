@@ -1,4 +1,5 @@
-"""``mowtheory train``: train an autoencoder with MoW_k(n) (see :mod:`mowtheory.train.trainer`).
+"""``mowtheory train``: train an autoencoder with MoW_k(n) (see :mod:`mowtheory.train.trainer`);
+the parser is generated from :class:`~mowtheory.train.config.TrainConfig`.
 
 Example::
 
@@ -17,10 +18,11 @@ process reads k examples a step (the step of one process with k·P), rank 0 writ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import typing
+
+from . import EXIT_NON_FINITE, EXIT_OK
+from ._options import Formatter, add_options, values as _values
 
 #: the options whose CLI default differs from the :class:`TrainConfig` field's: None is
 #: resolved by :func:`config_from_args` (``out`` from the run's settings, ``device`` to cuda
@@ -28,38 +30,9 @@ import typing
 CLI_RESOLVED = ("out", "device")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for on/off flags and options whose default is None."""
-
-    def _get_help_string(self, action):
-        if action.nargs == 0 or action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _option(group, name: str, help: str, *flags: str) -> None:
-    """Add the option of :class:`TrainConfig` field ``name``: its default, type and choices
-    come from the dataclass and :data:`~mowtheory.train.config.CHOICES` (one source of
-    truth). A bool field is an on/off flag (``--no-NAME`` when it defaults to True); ``flags``
-    default to ``--name-with-dashes``."""
-    from .config import CHOICES, TrainConfig
-    field = TrainConfig.__dataclass_fields__[name]
-    tp = typing.get_type_hints(TrainConfig)[name]
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if typing.get_origin(tp) is typing.Union else tp
-    default = None if name in CLI_RESOLVED else field.default
-    if base is bool:
-        flags = flags or ((f"--no-{name.replace('_', '-')}",) if default else
-                          (f"--{name.replace('_', '-')}",))
-        group.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
-                           help=help)
-        return
-    group.add_argument(*(flags or (f"--{name.replace('_', '-')}",)), dest=name, type=base,
-                       default=default, choices=CHOICES.get(name), help=help)
-
-
 #: the options of `mowtheory train`, by group: ``(TrainConfig field, help[, flags...])``;
-#: the default, type and choices of each come from the field (:func:`_option`)
+#: the default, type and choices of each come from the field and
+#: :data:`~mowtheory.train.config.CHOICES` (:func:`mowtheory.cli._options.add_options`)
 OPTIONS = (
     ("model and data", (
         ("model", "cwae: log Cramér-Wold distance; wae: MMD with IMQ kernels; swae: sliced "
@@ -135,6 +108,7 @@ OPTIONS = (
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``train`` to ``subparsers``: one option per :class:`TrainConfig` field (a test
     checks that every field has one, with the field's default and choices)."""
+    from ..train.config import CHOICES, TrainConfig
     p = subparsers.add_parser(
         "train", help="train an autoencoder (CWAE, WAE, SWAE, ...) with MoW_k(n) (or --method "
              "minibatch / gradcache)",
@@ -145,11 +119,9 @@ def register(subparsers) -> argparse.ArgumentParser:
             "per-example summed squared reconstruction errors. Writes metrics.jsonl, "
             "report.json, checkpoint.pt, samples.png, reconstructions.png and "
             "interpolations.png in --out."),
-        formatter_class=_Formatter)
-    for title, options in OPTIONS:
-        group = p.add_argument_group(title)
-        for name, help_text, *flags in options:
-            _option(group, name, help_text, *flags)
+        formatter_class=Formatter)
+    add_options(p, TrainConfig, OPTIONS, choices=CHOICES,
+                cli_defaults={name: None for name in CLI_RESOLVED})
     return p
 
 
@@ -158,9 +130,9 @@ def config_from_args(args):
     from the option of the same name; ``out`` and ``device`` resolved when not given."""
     import torch
 
-    from .config import TrainConfig
+    from ..train.config import TrainConfig
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values = _values(TrainConfig, args)
     values["device"] = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     what = (f"k{args.k}{'-balanced' if args.balanced else ''}" if args.method == "mow" else
             args.method + (f"-c{args.chunk}" if args.method == "gradcache" else ""))
@@ -171,8 +143,8 @@ def config_from_args(args):
 
 def _warn_inapplicable(cfg) -> None:
     """A warning (stderr) for options that do not apply to the chosen model or dataset."""
-    from .data import DATASETS
-    from .trainer import TrainConfig
+    from ..train.config import TrainConfig
+    from ..train.data import DATASETS
     default = TrainConfig.__dataclass_fields__["swae_directions"].default
     if cfg.model != "swae" and cfg.swae_directions != default:
         print(f"mowtheory train: warning: --swae-directions {cfg.swae_directions} applies to "
@@ -184,8 +156,8 @@ def _warn_inapplicable(cfg) -> None:
 
 
 def run(args) -> int:
-    from ._signals import Interrupted
-    from .trainer import NonFiniteLoss, train
+    from ..train._signals import Interrupted
+    from ..train.trainer import NonFiniteLoss, train
 
     cfg = config_from_args(args)
     _warn_inapplicable(cfg)
@@ -193,7 +165,7 @@ def run(args) -> int:
         report = train(cfg)
     except NonFiniteLoss as exc:
         print(f"mowtheory train: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NON_FINITE
     except Interrupted as exc:                 # SIGTERM 143, SIGINT 130, checkpoint written
         print(f"mowtheory train: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -208,7 +180,7 @@ def run(args) -> int:
           f"({report['examples_seen']} examples) in {report['seconds']:.1f} s; {summary}; "
           f"files in {cfg.out}")
     _end_distributed(cfg, 0)
-    return 0
+    return EXIT_OK
 
 
 def _end_distributed(cfg, code: int) -> None:
@@ -221,10 +193,3 @@ def _end_distributed(cfg, code: int) -> None:
         sys.stderr.flush()
         os._exit(code)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="mowtheory")
-    sub = parser.add_subparsers()
-    register(sub)
-    ns = parser.parse_args()
-    sys.exit(run(ns))
