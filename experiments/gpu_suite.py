@@ -16,7 +16,7 @@ sizes in brackets), inside a global budget (``--budget``, default 480 s):
    k in {1, 8}, every splittable cost; slopes and the 100x target at n = 4096, k = 1);
 3. ``memory``: peak memory of MoW_k(64) steps on the FFHQ-style autoencoder against
    resolution 64..1024, k in {1, 8, 64}, float32 and bfloat16 (``torch.autocast``)
-   (:func:`mowtheory.train.memory.child`, in this process so that an out-of-memory point
+   (:func:`mowtheory.bench.memory_child.child`, in this process so that an out-of-memory point
    is a recorded result: ``torch.cuda.max_memory_allocated`` on CUDA);
 4. ``train_1024``: ``mowtheory train`` (:func:`mowtheory.train.trainer.train`) with n = 64,
    k = 1 at 1024x1024 on a synthetic image folder written to a temporary folder (one epoch
@@ -221,7 +221,7 @@ def summary_costs(rows: list, device: str) -> dict:
 
 # --------------------------------------------------------------------------- 3. memory
 def item_memory(ctx: Ctx) -> None:
-    from mowtheory.train import memory as M
+    from mowtheory.bench import memory_child as M
     if ctx.quick:
         resolutions, n, ks, steps = [16], 4, [1, 4], 1
     else:

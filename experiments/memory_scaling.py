@@ -7,7 +7,7 @@ k = 64 = n is standard batch training; k = 1 is the paper's one-element MoW. Eac
 - CPU: the child's peak resident set size, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
   (reported in full and as the increase over the RSS after setup: imports, model, optimizer,
   window, data), and the peak of live tensor bytes counted from PyTorch's CPU allocator
-  (:class:`mowtheory.train.memory.TensorPeak`, in a second child: it needs the profiler);
+  (:class:`mowtheory.memory.TensorPeak`, in a second child: it needs the profiler);
 - GPU (``--device cuda``): ``torch.cuda.max_memory_allocated`` over the training steps.
 
 A child builds the model, a CWAE cost, an Adam optimizer and a MoW window initialised with
@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from mowtheory.train.memory import largest_under_cap, measure, peak_mb
+from mowtheory.bench.memory_child import largest_under_cap, measure, peak_mb
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

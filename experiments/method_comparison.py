@@ -22,7 +22,7 @@ of a standard step with lambda/64, step for step.
 Metrics (test split, :mod:`mowtheory.train.metrics`): reconstruction error, WAE-MMD and CW
 distances of the test latents to N(0, I), FD-small-classifier (Fréchet distance in the
 features of a small classifier trained on the same data; not FID), training wall time, and
-the tensor peak of one training step (:class:`mowtheory.train.memory.TensorPeak`, steady
+the tensor peak of one training step (:class:`mowtheory.memory.TensorPeak`, steady
 state: parameters, gradients, Adam state, window, activations). Mean ± 95 % CI (Student t)
 over the seeds.
 
@@ -144,7 +144,7 @@ def step_peak_mb(cfg, steps: int = 2) -> float | None:
     import torch
     from mowtheory.train import methods
     from mowtheory.train.data import load_dataset
-    from mowtheory.train.memory import TensorPeak
+    from mowtheory.memory import TensorPeak
     from mowtheory.train.models import build_autoencoder
     from mowtheory.train.trainer import build_cost
 

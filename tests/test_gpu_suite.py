@@ -86,7 +86,7 @@ def test_item_past_its_budget_is_stopped_and_recorded(suite):
 
 
 def test_cuda_oom_is_recorded_not_raised(suite, monkeypatch):
-    from mowtheory.train import memory as M
+    from mowtheory.bench import memory_child as M
     real = M.child
 
     def child(args):                    # k = n runs out of memory, k = 1 does not

@@ -10,7 +10,7 @@ from mowtheory import gradcache as gc
 from mowtheory.bench import step as bench_step
 from mowtheory.gradcache import GradCache, Minibatch, gradcache_backward
 from mowtheory.mow import REDUCTIONS, standard_normal_prior
-from mowtheory.train.memory import TensorPeak
+from mowtheory.memory import TensorPeak
 
 N, D, X = 7, 3, 5
 DT = torch.float64

@@ -103,7 +103,7 @@ def test_docs_pages_cited_in_the_code_exist():
 
 
 def test_version_metadata_agree():
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")        # Python >= 3.11
 
     import mowtheory
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -132,3 +132,22 @@ def test_api_reference_covers_every_public_module():
     assert not missing, f"public modules missing from docs/api/*.md: {missing}"
     assert not documented - public, f"docs/api/*.md names modules that do not exist: " \
                                      f"{sorted(documented - public)}"
+
+
+def test_sympy_is_needed_by_the_proof_checks_only():
+    """sympy is the `proofs` extra: the library works without it, and `mowtheory check`
+    says which extra to install (exit 2, one line)."""
+    code = ("import sys; sys.modules['sympy'] = None\n"
+            "import mowtheory.costs, mowtheory.flow, mowtheory.train.trainer, mowtheory.mow\n"
+            "from mowtheory.cli import main\n"
+            "sys.exit(main(['check', '--list']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mowtheory[proofs]" in lines[0] and "sympy" in lines[0], lines
+    tomllib = pytest.importorskip("tomllib")        # Python >= 3.11
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        meta = tomllib.load(fh)["project"]
+    assert not any(d.startswith("sympy") for d in meta["dependencies"])
+    assert meta["optional-dependencies"]["proofs"] == ["sympy"]

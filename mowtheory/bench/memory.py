@@ -2,13 +2,13 @@
 batch training k=n, on the FFHQ-style autoencoder (``build_autoencoder("ffhq",
 resolution=r)``), one fresh subprocess per (resolution, k).
 
-The measurement is :func:`mowtheory.train.memory.measure` (also behind
+The measurement is :func:`mowtheory.bench.memory_child.measure` (also behind
 ``experiments/memory_scaling.py``, the memory curve of the training experiments): a child process builds
 the model, a CWAE cost, Adam and a window initialised from the prior, runs ``--steps`` MoW
 steps on random images and reports two peaks: the whole process's RSS (``ru_maxrss``, with
 the RSS after setup) and the bytes of live tensors (``torch.cuda.max_memory_allocated`` on
 CUDA; on CPU the same count from PyTorch's CPU allocator,
-:class:`mowtheory.train.memory.TensorPeak`).
+:class:`mowtheory.memory.TensorPeak`).
 
 The figure that matters to users: peak memory of k=1 against k=n=64 at 256x256 on CPU
 (target: at least 10x lower). It is reported for both peaks: the tensor memory is what
@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from ..train.memory import measure as _measure
+from .memory_child import measure as _measure
 from . import _common as U
 
 TARGET_RATIO = 10.0

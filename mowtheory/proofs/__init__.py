@@ -12,6 +12,12 @@ identity.
 """
 from __future__ import annotations
 
+try:
+    import sympy  # noqa: F401  (the one package of mowtheory that needs it)
+except ImportError as exc:                           # pragma: no branch
+    raise ImportError("mowtheory.proofs (mowtheory check) needs sympy: pip install "
+                      "'mowtheory[proofs]' (or pip install sympy)") from exc
+
 import time
 import traceback
 from typing import Callable, Iterable, Optional

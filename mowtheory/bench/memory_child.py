@@ -1,6 +1,6 @@
 """Peak training memory of MoW_k(n) on the FFHQ-style autoencoder, one subprocess a point.
 
-A child process (``python -m mowtheory.train.memory --resolution R --k K ...``; with
+A child process (``python -m mowtheory.bench.memory_child --resolution R --k K ...``; with
 ``--method gradcache --chunk C`` a :class:`~mowtheory.gradcache.GradCache` step over n
 examples, C at a time, instead of the MoW step) builds
 ``build_autoencoder("ffhq", resolution=R)``, a CWAE cost, Adam and a window initialised from
@@ -13,7 +13,7 @@ of its peak memory:
   allocator keeps after frees (``setup_rss_mb`` is the RSS after setup: imports, model,
   optimizer, window, data);
 - ``tensor_peak_mb``: the peak of the bytes held by live tensors, from setup to the last step:
-  on CUDA ``torch.cuda.max_memory_allocated``, on CPU :class:`TensorPeak` (the same quantity,
+  on CUDA ``torch.cuda.max_memory_allocated``, on CPU :class:`mowtheory.memory.TensorPeak` (the same quantity,
   counted from PyTorch's CPU allocator through the profiler). It is the memory the training
   itself needs: parameters, gradients, optimizer state, the window and the activations kept
   for the backward pass.
@@ -27,86 +27,11 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-
-def _rss_now_kb() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _maxrss_kb() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r // 1024 if sys.platform == "darwin" else r     # bytes on macOS, KiB on Linux
-
-
-class TensorPeak:
-    """Peak bytes of CPU tensor memory allocated inside a ``with`` block.
-
-    The CPU counterpart of ``torch.cuda.max_memory_allocated``: while the block runs, the
-    profiler (``profile_memory=True``) records every allocation and free of PyTorch's CPU
-    allocator with the allocator's running total of live bytes; ``peak_bytes`` is the largest
-    running total, ``live_bytes`` the total at the end of the block. Only tensors allocated
-    inside the block count (a tensor that existed before is not seen, nor is its free), so
-    open it before building the model to count everything. Memory that is not a tensor
-    (Python objects, library code, what the C allocator keeps after a free) is not counted:
-    that is the difference from the process RSS.
-
-    The profiler records every operator, which costs a few microseconds per op: time steps
-    outside the block when the time matters. ``peak_bytes`` is None when this torch build
-    does not report allocator totals to the profiler.
-
-    >>> import torch
-    >>> with TensorPeak() as tp:
-    ...     a = torch.empty(2**20, dtype=torch.uint8); del a
-    ...     b = torch.empty(2**19, dtype=torch.uint8)
-    >>> tp.peak_bytes, tp.live_bytes
-    (1048576, 524288)
-    """
-
-    def __init__(self):
-        self.peak_bytes: int | None = None
-        self.live_bytes: int | None = None
-        self.events = 0
-        self._prof = None
-
-    def __enter__(self) -> "TensorPeak":
-        from torch.profiler import ProfilerActivity, profile
-        self._prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-        self._prof.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._prof.__exit__(*exc)
-        try:
-            stack = list(self._prof.profiler.kineto_results.experimental_event_tree())
-        except AttributeError:      # a torch without the event tree: no figure, no guess
-            return
-        allocs = []
-        while stack:
-            e = stack.pop()
-            stack.extend(e.children)
-            f = e.extra_fields
-            if hasattr(f, "total_allocated") and str(getattr(f, "device", "cpu")) == "cpu":
-                allocs.append((e.start_time_ns, f.alloc_size, f.total_allocated))
-        self.events = len(allocs)
-        if not allocs:
-            self.peak_bytes = self.live_bytes = 0
-            return
-        allocs.sort(key=lambda a: a[0])
-        # the allocator's total is process-wide: subtract what was live before the block
-        base = allocs[0][2] - allocs[0][1]
-        self.peak_bytes = max(0, max(a[2] for a in allocs) - base)
-        self.live_bytes = allocs[-1][2] - base
+from ..memory import TensorPeak, maxrss_kb, rss_now_kb
 
 
 def child(args) -> dict:
@@ -155,7 +80,7 @@ def _run(torch, args, device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    setup_kb = _rss_now_kb()
+    setup_kb = rss_now_kb()
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -168,7 +93,7 @@ def _run(torch, args, device) -> dict:
            "method": args.method, "chunk": args.chunk if args.method == "gradcache" else None,
            "examples_per_step": per_step,
            "device": str(device), "params": sum(p.numel() for p in model.parameters()),
-           "peak_rss_mb": _maxrss_kb() / 1024, "setup_rss_mb": setup_kb / 1024,
+           "peak_rss_mb": maxrss_kb() / 1024, "setup_rss_mb": setup_kb / 1024,
            "step_s": min(times), "example_s": min(times) / per_step,
            "loss": float(parts.total)}
     out["train_increase_mb"] = out["peak_rss_mb"] - out["setup_rss_mb"]
@@ -181,7 +106,7 @@ def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str
             threads: int = 1, timeout: float = 1800.0, tensors: bool = True,
             method: str = "mow", chunk: int = 1) -> dict:
     """Peak memory of a few MoW_k(n) training steps at ``resolution`` in a fresh subprocess
-    (``python -m mowtheory.train.memory``).
+    (``python -m mowtheory.bench.memory_child``).
 
     Returns a dict with ``peak_rss_mb``, ``setup_rss_mb``, ``train_increase_mb``, ``step_s``,
     ``tensor_peak_mb`` (and on CUDA ``cuda_max_allocated_mb``), or with ``error``. On CPU the
@@ -190,7 +115,7 @@ def measure(resolution: int, k: int, *, n: int = 64, steps: int = 2, device: str
     without the profiler. ``method="gradcache"``: a :class:`mowtheory.gradcache.GradCache`
     step over n examples with ``chunk`` at a time instead of MoW_k(n) (``k`` unused).
     """
-    cmd = [sys.executable, "-m", "mowtheory.train.memory", "--resolution", str(resolution),
+    cmd = [sys.executable, "-m", "mowtheory.bench.memory_child", "--resolution", str(resolution),
            "--k", str(k), "--n", str(n), "--steps", str(steps), "--device", device,
            "--threads", str(threads), "--method", method, "--chunk", str(chunk)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))

@@ -1,4 +1,4 @@
-"""mowtheory.train.memory: the CPU tensor-memory count (TensorPeak) is exact on known
+"""mowtheory.memory.TensorPeak: the CPU tensor-memory count is exact on known
 allocations, is not fooled by tensors that existed before, and grows with what training keeps
 for the backward pass; the measurement child reports both peaks."""
 import json
@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from mowtheory.train.memory import TensorPeak, measure
+from mowtheory.bench.memory_child import measure
+from mowtheory.memory import TensorPeak
 
 MB = 2**20
 
@@ -66,7 +67,7 @@ def test_measurement_child_reports_both_peaks():
 
 
 def test_child_without_tensor_count_has_no_tensor_figure():
-    out = subprocess.run([sys.executable, "-m", "mowtheory.train.memory", "--resolution", "16",
+    out = subprocess.run([sys.executable, "-m", "mowtheory.bench.memory_child", "--resolution", "16",
                           "--k", "1", "--n", "4", "--steps", "1", "--no-tensor-peak"],
                          capture_output=True, text=True, timeout=300, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
