@@ -100,3 +100,22 @@ def check_pair(zname: str, z: torch.Tensor, yname: str, y: torch.Tensor) -> None
         raise TypeError(f"{yname} must have the dtype of {zname} ({z.dtype}); got {y.dtype}")
     if z.device != y.device:
         raise ValueError(f"{yname} must be on the device of {zname} ({z.device}); got {y.device}")
+
+
+def check_positive_seq(name: str, value) -> tuple:
+    """Return ``value`` as a non-empty tuple of finite floats > 0, else raise naming ``name``."""
+    allowed = f"{name} must be a non-empty sequence of finite numbers > 0"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{allowed}; got {name}={value!r}")
+    out = []
+    for v in value:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{allowed}; got {name}={value!r}") from None
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"{allowed}; got {name}={value!r}")
+        out.append(f)
+    if not out:
+        raise ValueError(f"{allowed}; got {name}={value!r}")
+    return tuple(out)

@@ -58,7 +58,7 @@ def test_expected_over_dataset_agrees_with_monte_carlo(name):
     mean, se = float(vals.mean()), float(vals.std() / B ** 0.5)
     assert abs(mean - float(F.expected_over_dataset(Z, n, Y))) < 5 * se
     # a planted wrong formula (V-statistic slip: n^2 z-z pairs) is outside that band
-    from mowtheory.costs.pairwise import expected_value
+    from mowtheory.costs.expectation import expected_value
     kernel, weights = F.declaration(n, n if Y is not None else None)
     wrong = float(expected_value(kernel, weights, n, Z, n if Y is not None else None, Y,
                                  zz_pairs=n * n))

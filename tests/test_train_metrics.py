@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mowtheory.train import checkpoint as ckpt
-from mowtheory.train import images, metrics
+from mowtheory.train import features, images, metrics
 
 
 def test_reconstruction_error_is_the_mean_of_summed_squared_errors():
@@ -66,7 +66,7 @@ def _blobs(n, seed):
 def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     x, y = _blobs(256, 0)
     xv, yv = _blobs(64, 1)
-    net, info = metrics.feature_network("blobs", x, y, cache_dir=tmp_path, x_val=xv,
+    net, info = features.feature_network("blobs", x, y, cache_dir=tmp_path, x_val=xv,
                                         labels_val=yv, epochs=3, min_steps=30)
     assert info["metric"] == "FD-small-classifier" and info["cached"] is False
     assert info["val_accuracy"] > 0.9
@@ -76,11 +76,11 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("the cached network should have been loaded, not retrained")
     monkeypatch.setattr(torch.optim, "Adam", no_training)
-    net2, info2 = metrics.feature_network("blobs", x, y, cache_dir=tmp_path, epochs=3,
+    net2, info2 = features.feature_network("blobs", x, y, cache_dir=tmp_path, epochs=3,
                                           min_steps=30)
     assert info2["cached"] is True and info2["path"] == path
     assert os.stat(path).st_mtime_ns == mtime
-    f1, f2 = metrics.features(net, xv), metrics.features(net2, xv)
+    f1, f2 = features.features(net, xv), features.features(net2, xv)
     assert torch.equal(f1, f2)
     # features separate the classes: FD between the two classes >> FD within one class
     within = metrics.frechet_distance(f1[yv == 0][:16], f1[yv == 0][16:])
@@ -88,7 +88,7 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
     assert between > within
     monkeypatch.undo()
     # unlabelled data: a small autoencoder, named differently, cached separately
-    _, info3 = metrics.feature_network("blobs", x, None, cache_dir=tmp_path, epochs=1,
+    _, info3 = features.feature_network("blobs", x, None, cache_dir=tmp_path, epochs=1,
                                        min_steps=10)
     assert info3["metric"] == "FD-small-autoencoder" and info3["path"] != path
 
@@ -100,7 +100,7 @@ def test_feature_network_is_trained_once_and_reused(tmp_path, monkeypatch):
 def test_feature_network_budget_is_at_least_epochs_and_min_steps(tmp_path, epochs, min_steps,
                                                                  want_epochs, want_steps):
     x, y = _blobs(32, 0)
-    _, info = metrics.feature_network("budget", x, y, cache_dir=tmp_path, epochs=epochs,
+    _, info = features.feature_network("budget", x, y, cache_dir=tmp_path, epochs=epochs,
                                       min_steps=min_steps, batch_size=16)
     assert (info["epochs"], info["steps"]) == (want_epochs, want_steps)
 

@@ -44,12 +44,14 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from .._validate import check_positive_seq
+
 __all__ = [
     "Kernel", "Weights", "SplitCache", "sqdist", "dist", "scale_sum", "safe_sqrt", "offdiag_sum",
-    "cross_sum",
+    "cross_sum", "unary_sum",
     "full_value", "cache_init", "cache_unresolved", "cache_update", "split_value",
     "fingerprint", "check_cache",
-    "check_positive_seq", "expected_value",
+    "check_positive_seq",
 ]
 
 _F64 = torch.float64
@@ -141,9 +143,9 @@ def check_cache(cache: SplitCache, H: Tensor, *, eager: bool = True) -> None:
         raise ValueError(_STALE)
 
 
-#: largest ``p * q * D`` for which :func:`sqdist` uses the difference form: fewer ops than
-#: the Gram form, so faster for the small blocks of a split step (measured crossover on CPU
-#: between 2^16 and 2^17), and exact; beyond, its ``O(p q D)`` memory traffic loses.
+#: largest ``p * q * D`` for which :func:`sqdist` uses the difference form (exact, but
+#: ``O(p q D)`` memory traffic): the small fresh blocks of a split step take it, larger
+#: blocks the Gram form (``O(p q)`` memory; tests force both paths at small sizes)
 DIFF_LIMIT = 1 << 16
 
 
@@ -231,7 +233,9 @@ def cross_sum(pair: Callable, a: Tensor, b: Tensor) -> Tensor:
     return pair(a, b).sum((-2, -1), dtype=_F64)
 
 
-def _unary_sum(kernel: Kernel, a: Tensor) -> Tensor:
+def unary_sum(kernel: Kernel, a: Tensor) -> Tensor:
+    """``sum_i u(a_i)``, the kernel's unary term summed over the rows of ``a``:
+    ``(..., p, D) -> (...)`` float64 (zeros when the kernel has none)."""
     if kernel.unary is None:
         return torch.zeros(a.shape[:-2], dtype=_F64, device=a.device)
     return kernel.unary(a).sum(-1, dtype=_F64)
@@ -254,7 +258,7 @@ def full_value(kernel: Kernel, weights: Weights, z: Tensor, y: Optional[Tensor] 
     one value per batch of independent samples (e.g. R replicas)."""
     inner = weights.const + weights.zz * offdiag_sum(kernel.pair, z)
     if weights.unary:
-        inner = inner + weights.unary * _unary_sum(kernel, z)
+        inner = inner + weights.unary * unary_sum(kernel, z)
     if y is not None:
         inner = inner + weights.zy * cross_sum(kernel.pair, z, y)
         inner = inner + weights.yy * offdiag_sum(kernel.pair, y)
@@ -265,7 +269,7 @@ def cache_init(kernel: Kernel, H: Tensor) -> SplitCache:
     """Exact cache of the frozen block ``H`` (``m x D``, ``m >= 0``), ``O(m^2 D)``."""
     with torch.no_grad():
         H = H.detach()
-        return SplitCache(offdiag_sum(kernel.pair, H), _unary_sum(kernel, H), 0, kernel.key,
+        return SplitCache(offdiag_sum(kernel.pair, H), unary_sum(kernel, H), 0, kernel.key,
                           fingerprint(H))
 
 
@@ -310,7 +314,7 @@ def cache_update(kernel: Kernel, cache: Optional[SplitCache], H: Tensor, slots: 
         delta = 2 * (rows[:k].sum() - rows[k:].sum())
         if within is not None:
             delta = delta + within
-        du = _unary_sum(kernel, new) - _unary_sum(kernel, old)
+        du = unary_sum(kernel, new) - unary_sum(kernel, old)
         fp = None if cache.fingerprint is None else (
             cache.fingerprint + fingerprint(new) - fingerprint(old))
         return SplitCache(cache.pair_sum + delta, cache.unary_sum + du, cache.updates + 1,
@@ -358,13 +362,13 @@ def split_value(kernel: Kernel, weights: Weights, H: Tensor, Z: Tensor,
     if k > 1:
         inner = inner + weights.zz * offdiag_sum(kernel.pair, Z)
     if weights.unary:
-        inner = inner + weights.unary * _unary_sum(kernel, Z)
+        inner = inner + weights.unary * unary_sum(kernel, Z)
     if constants or weights.outer != "identity":
         if cache is not None and cache.key is not None and cache.key == kernel.key:
             pair_h, unary_h = cache.pair_sum, cache.unary_sum   # checked: BatchCost.split
         else:
             with torch.no_grad():
-                pair_h, unary_h = offdiag_sum(kernel.pair, H), _unary_sum(kernel, H)
+                pair_h, unary_h = offdiag_sum(kernel.pair, H), unary_sum(kernel, H)
         inner = inner + (weights.const + weights.zz * pair_h)
         if weights.unary:
             inner = inner + weights.unary * unary_h
@@ -374,57 +378,3 @@ def split_value(kernel: Kernel, weights: Weights, H: Tensor, Z: Tensor,
     return _outer(weights.outer, inner).to(Z.dtype)
 
 
-def check_positive_seq(name: str, value) -> tuple:
-    """Return ``value`` as a non-empty tuple of finite floats > 0, else raise naming ``name``."""
-    allowed = f"{name} must be a non-empty sequence of finite numbers > 0"
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"{allowed}; got {name}={value!r}")
-    out = []
-    for v in value:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise TypeError(f"{allowed}; got {name}={value!r}") from None
-        if not (math.isfinite(f) and f > 0):
-            raise ValueError(f"{allowed}; got {name}={value!r}")
-        out.append(f)
-    if not out:
-        raise ValueError(f"{allowed}; got {name}={value!r}")
-    return tuple(out)
-
-
-def expected_value(kernel: Kernel, weights: Weights, n: int, Z: Tensor,
-                   n_y: Optional[int] = None, Y: Optional[Tensor] = None, *,
-                   zz_pairs: Optional[float] = None) -> Tensor:
-    """Exact expectation of the declared cost over i.i.d. draws from finite sets.
-
-    The batch is ``n`` draws with replacement from the rows of ``Z`` (``(..., N, D)``), the
-    prior sample ``n_y`` draws with replacement from the rows of ``Y`` (``(..., M, D)``).
-    With ``mean_pairs(A, B) = (1 / (|A| |B|)) sum_{a in A, b in B} kappa(a, b)`` over **all**
-    ordered pairs (two independent draws can be the same row, so ``a = b`` terms stay in)::
-
-        E[inner] = const + zz * n (n - 1) * mean_pairs(Z, Z) + unary * n * mean_a u(z_a)
-                   + zy * n n_y * mean_pairs(Z, Y) + yy * n_y (n_y - 1) * mean_pairs(Y, Y)
-
-    and ``E[value] = E[inner]`` because the value is linear in the inner sums: only for
-    ``weights.outer == "identity"`` (a log or square root of the sums has no such finite form:
-    ValueError). Memory ``O(N^2 + N M + M^2)`` per kernel matrix; differentiable in ``Z``.
-
-    ``zz_pairs`` replaces ``n (n - 1)`` (only to plant a wrong formula in tests).
-    Returns ``(...)`` float64.
-    """
-    if weights.outer != "identity":
-        raise ValueError(
-            f"the expectation over a dataset is exact only for costs linear in their pair sums "
-            f"(outer 'identity'); got outer={weights.outer!r} (a log or square root of the sums: "
-            "use the coupled, reference-free check instead)")
-    N = Z.shape[-2]
-    pairs = n * (n - 1) if zz_pairs is None else zz_pairs
-    inner = weights.const + weights.zz * pairs * (cross_sum(kernel.pair, Z, Z) / N ** 2)
-    if weights.unary:
-        inner = inner + weights.unary * n * (_unary_sum(kernel, Z) / N)
-    if Y is not None and n_y is not None and (weights.zy or weights.yy):
-        M = Y.shape[-2]
-        inner = inner + weights.zy * n * n_y * (cross_sum(kernel.pair, Z, Y) / (N * M))
-        inner = inner + weights.yy * n_y * (n_y - 1) * (cross_sum(kernel.pair, Y, Y) / M ** 2)
-    return inner

@@ -11,10 +11,22 @@ import torch
 from torch import Tensor
 
 from .._validate import check_choice, check_int, check_latents, check_pair
-from . import cw as _cw, energy as _energy, gmmn as _gmmn, pulling_away as _pa
-from . import swae as _sw, wae as _mmd
-from .pairwise import (SplitCache, cache_init, cache_unresolved, cache_update, check_cache,
-                       expected_value, full_value, split_value)
+from . import cw as _cw
+from . import energy as _energy
+from . import gmmn as _gmmn
+from . import pulling_away as _pa
+from . import swae as _sw
+from . import wae as _mmd
+from .expectation import expected_value
+from .pairwise import (
+    SplitCache,
+    cache_init,
+    cache_unresolved,
+    cache_update,
+    check_cache,
+    full_value,
+    split_value,
+)
 
 __all__ = ["BatchCost", "SplitCache", "get", "names"]
 
@@ -239,7 +251,7 @@ class BatchCost:
 
         Exact for the costs linear in their pair sums (``cw``, ``wae``, ``energy``,
         ``pullaway``, ``gmmn`` without ``sqrt``): see
-        :func:`mowtheory.costs.pairwise.expected_value`. ``cwae`` (log), ``gmmn(sqrt=True)``
+        :func:`mowtheory.costs.expectation.expected_value`. ``cwae`` (log), ``gmmn(sqrt=True)``
         and ``swae`` (sorting) have no finite form: ValueError naming the cost."""
         if not self.supports_split or not self.linear_in_constants:
             raise ValueError(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import images, metrics
+from . import features, images, metrics
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -49,7 +49,7 @@ class Evaluator:
                 labels_val = metrics.dataset_labels(cfg.dataset, x_test, split="test",
                                                     seed=cfg.seed, data_dir=cfg.data_dir)
                 cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-                self.fd_net, self.fd_info = metrics.feature_network(
+                self.fd_net, self.fd_info = features.feature_network(
                     cfg.dataset, x_train, labels, cache_dir=cache,
                     x_val=x_test if labels_val is not None else None, labels_val=labels_val,
                     min_steps=cfg.fd_train_steps, device=device, log=log)
@@ -80,8 +80,8 @@ class Evaluator:
             prior = torch.randn(len(self.x_test), model.latent_dim, generator=g)
             samples = metrics.decode_all(model, prior, device=self.device, autocast=cfg.bf16)
             if self._real_feats is None:
-                self._real_feats = metrics.features(self.fd_net, self.x_test, device=self.device)
-            fake = metrics.features(self.fd_net, samples, device=self.device)
+                self._real_feats = features.features(self.fd_net, self.x_test, device=self.device)
+            fake = features.features(self.fd_net, samples, device=self.device)
             out[self.fd_name] = (metrics.frechet_distance(self._real_feats, fake)
                                  if torch.isfinite(fake).all() else float("nan"))
         return out
