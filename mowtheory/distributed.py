@@ -64,12 +64,7 @@ import torch.distributed as dist
 
 from ._validate import check_int
 from .mow import LossParts, MoW, StepContext, refreshed_latents
-from .process_group import (
-    DEFAULT_TIMEOUT_S,
-    DistContext,
-    init_distributed,
-    is_distributed,
-)
+from .process_group import DEFAULT_TIMEOUT_S, DistContext, init_distributed, is_distributed
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

@@ -12,12 +12,12 @@ and split evaluation against a frozen window (:class:`SplitCache`).
 from .cw import cramer_wold, log_cramer_wold, silverman_gamma
 from .energy import energy_distance
 from .gmmn import gmmn_mmd
+from .wae import mmd
 from .pairwise import SplitCache
 from .pulling_away import pullaway
 from .registry import BatchCost, get, names
 from .swae import random_directions, sliced_wasserstein
 from .symmetry import symmetrize
-from .wae import mmd
 
 __all__ = [
     "BatchCost",

@@ -11,22 +11,11 @@ import torch
 from torch import Tensor
 
 from .._validate import check_choice, check_int, check_latents, check_pair
-from . import cw as _cw
-from . import energy as _energy
-from . import gmmn as _gmmn
-from . import pulling_away as _pa
-from . import swae as _sw
-from . import wae as _mmd
+from . import cw as _cw, energy as _energy, gmmn as _gmmn, pulling_away as _pa
+from . import swae as _sw, wae as _mmd
 from .expectation import expected_value
-from .pairwise import (
-    SplitCache,
-    cache_init,
-    cache_unresolved,
-    cache_update,
-    check_cache,
-    full_value,
-    split_value,
-)
+from .pairwise import (SplitCache, cache_init, cache_unresolved, cache_update, check_cache,
+                       full_value, split_value)
 
 __all__ = ["BatchCost", "SplitCache", "get", "names"]
 

@@ -46,8 +46,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .._validate import check_choice, check_int, check_positive
-from ..costs import BatchCost
-from ..costs import get as get_cost
+from ..costs import BatchCost, get as get_cost
 from ..costs.expectation import expected_value
 from ..mow import REDUCTIONS
 from .problems import DTYPE, Problem, _check_generator
@@ -96,9 +95,7 @@ def load_rows(dataset: str, *, limit: Optional[int] = None,
     freq = check_positive("min_pixel_frequency", min_pixel_frequency, allow_zero=True)
     if freq >= 1:
         raise ValueError(f"min_pixel_frequency must be in [0, 1); got {min_pixel_frequency!r}")
-    from ..train.data import (
-        load_dataset,  # the package's loaders (train and test splits)
-    )
+    from ..train.data import load_dataset     # the package's loaders (train and test splits)
     x = torch.cat([load_dataset(dataset, split=s) for s in ("train", "test")])
     x = x.reshape(len(x), -1).to(DTYPE)
     if limit is not None:

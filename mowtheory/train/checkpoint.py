@@ -33,10 +33,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .._io import (
-    atomic_open,
-    remove_stale_temporaries,  # noqa: F401  (re-exported: the trainer calls it)
-)
+from .._io import atomic_open
+from .._io import remove_stale_temporaries  # noqa: F401  (re-exported: the trainer calls it)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1

@@ -54,15 +54,9 @@ from mowtheory._validate import check_choice, check_int
 __all__ = ["Autoencoder", "ARCHS", "build_autoencoder"]
 
 
-from .layers import (  # noqa: F401
-    Autoencoder,
-    _group_norm,
-    _mlp,
-    _resolution,
-    _same_conv,
-    _same_pad,
-    _Unflatten,
-)
+from .layers import (Autoencoder, _group_norm, _mlp, _resolution,  # noqa: F401
+                     _same_conv, _same_pad, _Unflatten)
+
 
 # Architectures
 

@@ -106,9 +106,8 @@ def join_process_group(cfg: TrainConfig):
     """The process group torchrun set up (``cfg.distributed``): ValueError outside torchrun."""
     import os
 
-    import torch.distributed as dist
-
     from ..distributed import init_distributed
+    import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
         if rank is None or world is None:

@@ -46,34 +46,15 @@ from .._validate import NonFiniteInputError
 from ..mow import NonFiniteError
 from . import checkpoint as ckpt
 from . import setup
-from ._lock import OutputLock
-from ._lock import probe as _probe_lock
+from ._lock import OutputLock, probe as _probe_lock
 from ._signals import Interrupted, StopSignals
-from .config import (  # noqa: F401
-    DEVICES,
-    MODEL_COSTS,
-    MODELS,
-    OPTIMIZERS,
-    RESUME_FREE,
-    TRAIN_INIT_POLICIES,
-    TrainConfig,
-    resolved,
-)
-from .evaluate import FD_TRAIN_BYTES, FD_TRAIN_LIMIT, Evaluator, write_images  # noqa: F401
+from .config import (DEVICES, MODEL_COSTS, MODELS, OPTIMIZERS, RESUME_FREE,  # noqa: F401
+                     TRAIN_INIT_POLICIES, TrainConfig, resolved)
 from .objective import _Float32Cost, build_cost  # noqa: F401
-from .state import (  # noqa: F401
-    PARTS,
-    NonFiniteLoss,
-    RunState,
-    first_line,
-    format_parts,
-    params_finite,
-    truncate_metrics,
-    write_json,
-    write_or_explain,
-)
-from .state import Logger as _Logger
-from .state import report as _report
+from .evaluate import FD_TRAIN_BYTES, FD_TRAIN_LIMIT, Evaluator, write_images  # noqa: F401
+from .state import (PARTS, NonFiniteLoss, RunState, first_line, format_parts,  # noqa: F401
+                    params_finite, truncate_metrics, write_json, write_or_explain)
+from .state import Logger as _Logger, report as _report
 
 _Evaluator = Evaluator          # the names of earlier versions (tests patch them here)
 _write_images = write_images
