@@ -108,7 +108,7 @@ def run_spec(s: dict) -> dict:
     t0 = time.perf_counter()
     st = run_study(s["problem"], params=s["params"], n=s["n"], k=s["k"], etas=s["etas"],
                    horizon=s["horizon"], replicas=s["replicas"], bootstrap=200, **s["kw"])
-    from mowtheory.flow.rates import rejected
+    from mowtheory.flow.faults import rejected
     out = {"spec": dict(s), "json": st.to_json(), "table": st.table(),
            "rejected": rejected(st.rows, st.verdicts)[0]}
     if s["compare_theorem"]:
@@ -194,7 +194,8 @@ HEAD_MAIN = ("| problem | n | k | replicas | eta range | strong order [95% CI] |
 
 
 def write_report(results, path, quick, wall):
-    from mowtheory.flow.rates import follows_ode, id_of
+    from mowtheory.flow.faults import follows_ode
+    from mowtheory.flow.rates import id_of
     by = {}
     for r in results:
         by.setdefault(r["spec"]["group"], []).append(r)
@@ -339,7 +340,7 @@ def _slopes(js):
 
 def _notes(results) -> list:
     """Evidence for every study whose answer is not the expected one (generated)."""
-    from mowtheory.flow.rates import follows_ode
+    from mowtheory.flow.faults import follows_ode
     out = []
     for r in results:
         js, g = r["json"], r["spec"]["group"]

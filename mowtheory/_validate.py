@@ -119,3 +119,21 @@ def check_positive_seq(name: str, value) -> tuple:
     if not out:
         raise ValueError(f"{allowed}; got {name}={value!r}")
     return tuple(out)
+
+
+def check_generator(generator, *, optional: bool = False,
+                    required_for: str = "") -> "torch.Generator | None":
+    """Return ``generator``, requiring a ``torch.Generator`` (library code never draws from the
+    global RNG). ``optional``: None is accepted (returned) unless ``required_for`` says what
+    it is needed for (then None is a ValueError saying so)."""
+    if generator is None and required_for:
+        raise ValueError(f"generator must be a torch.Generator {required_for} (no global RNG is "
+                         f"used); got generator=None")
+    if generator is None and optional:
+        return None
+    if not isinstance(generator, torch.Generator):
+        allowed = "a torch.Generator or None" if optional else \
+            "a torch.Generator (no global RNG is used)"
+        raise TypeError(f"generator must be {allowed}; got generator={generator!r} "
+                        f"({type(generator).__name__})")
+    return generator

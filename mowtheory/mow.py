@@ -44,12 +44,11 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from ._names import REDUCTIONS, REFRESH_POLICIES
-from ._validate import check_choice, check_int, check_positive
+from ._validate import check_choice, check_generator, check_int, check_positive
 from .costs import BatchCost
 from .costs import registry as _registry
 from .frozen import FrozenWindow
-from .loss import (LossParts, _sqrt0, mow_loss, reduce_per_example,  # noqa: F401 (re-exported)
-                   refreshed_latents)
+from .loss import LossParts, mow_loss, reduce_per_example, refreshed_latents  # noqa: F401
 from .window import INIT_POLICIES
 
 
@@ -84,9 +83,7 @@ def bind_objective(obj, encoder, cost, *, per_example=None, reduction: str = "su
     for name, fn in (("per_example", per_example), ("prior", prior)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be callable or None; got {name}={fn!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None; got "
-                        f"generator={generator!r}")
+    check_generator(generator, optional=True)
     obj.encoder, obj.cost, obj.per_example = encoder, cost, per_example
     obj.reduction = check_choice("reduction", reduction, REDUCTIONS)
     obj.lam = check_positive("lam", lam, allow_zero=True)

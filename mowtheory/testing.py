@@ -226,6 +226,25 @@ def check_gradient_frozen(objective: Callable, F: Callable, fresh: torch.Tensor,
     return float(row_diff.max())
 
 
+def _machine_inputs(n, k, dim, cost) -> tuple:
+    """The checked sizes of :func:`window_machine` and the fixed fresh rows ``(k, dim)`` and
+    prior sample ``(n, dim)`` (or None) its split value is checked at."""
+    from ._validate import check_int
+    n = check_int("n", n, low=2)
+    k = check_int("k", k, low=1, high=n, high_name="n")
+    dim = check_int("dim", dim, low=1)
+    if cost is None:
+        return n, k, dim, None, None
+    if not getattr(cost, "supports_split", False):
+        raise ValueError(f"cost must support split evaluation (cost.supports_split) for the "
+                         f"window machine to check its cache; got cost={cost!r:.80}, which "
+                         f"does not: pass cost=None to check the window alone")
+    g = torch.Generator().manual_seed(0)
+    fresh_z = torch.randn(k, dim, generator=g, dtype=torch.float64)
+    prior_y = torch.randn(n, dim, generator=g, dtype=torch.float64) if cost.needs_prior else None
+    return n, k, dim, fresh_z, prior_y
+
+
 def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):
     """A hypothesis ``RuleBasedStateMachine`` class driving ``LatentWindow(n, k, dim)``
     (float64) against a list model: after every push the window holds the ``n - k`` newest
@@ -238,21 +257,9 @@ def window_machine(n: int, k: int, dim: int, *, cost=None, atol: float = 1e-10):
     ``atol * (1 + |reference|)`` (the registered costs, with rows bounded by 3, agree to
     1e-14 after slides of up to ``ceil((n - k) / k)`` incremental updates).
     Use as ``TestX = window_machine(8, 3, 2).TestCase``."""
-    from ._validate import check_int
-    n = check_int("n", n, low=2)
-    k = check_int("k", k, low=1, high=n, high_name="n")
-    dim = check_int("dim", dim, low=1)
-    if cost is not None and not getattr(cost, "supports_split", False):
-        raise ValueError(f"cost must support split evaluation (cost.supports_split) for the "
-                         f"window machine to check its cache; got cost={cost!r:.80}, which "
-                         f"does not: pass cost=None to check the window alone")
+    n, k, dim, fresh_z, prior_y = _machine_inputs(n, k, dim, cost)
     rows = st.lists(st.lists(st.floats(-_BOUND, _BOUND, allow_nan=False, width=64),
                              min_size=dim, max_size=dim), min_size=k, max_size=k)
-    if cost is not None:   # the fresh rows (and prior sample) the split value is checked at
-        g = torch.Generator().manual_seed(0)
-        fresh_z = torch.randn(k, dim, generator=g, dtype=torch.float64)
-        prior_y = (torch.randn(n, dim, generator=g, dtype=torch.float64)
-                   if cost.needs_prior else None)
 
     class WindowMachine(RuleBasedStateMachine):
         def __init__(self):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_int, check_latents
+from ._validate import check_generator, check_int, check_latents
 
 INIT_POLICIES = ("encode", "prior")
 
@@ -96,8 +96,7 @@ class LatentWindow:
 
     def fill_prior(self, generator: torch.Generator) -> None:
         """Init policy ``prior``: fill the window with N(0, I) draws from ``generator``."""
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
+        check_generator(generator)
         draw = torch.randn(self._buf.shape, generator=generator, dtype=self._buf.dtype,
                            device=generator.device)
         self._buf.copy_(draw)

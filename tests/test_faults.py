@@ -219,7 +219,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
 POISON = textwrap.dedent("""
     import sys
     from mowtheory.cli import main
-    from mowtheory.train import trainer as T
+    from mowtheory.train import objective as T
     bad, calls = int(sys.argv[1]), {"n": 0}
     split = T._Float32Cost.split
     def poisoned(self, *a, **kw):

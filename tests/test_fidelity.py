@@ -8,7 +8,7 @@ from mowtheory import costs as C
 from mowtheory.distributed import DistributedMoW
 from mowtheory.train import TrainConfig, train
 from mowtheory.train.models import ARCHS, build_autoencoder
-from mowtheory.train.trainer import TRAIN_INIT_POLICIES
+from mowtheory.train.config import TRAIN_INIT_POLICIES
 
 F64 = torch.float64
 

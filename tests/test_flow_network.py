@@ -211,7 +211,7 @@ def test_time_scale_and_wrong_expectation_faults_are_rejected_on_a_network():
     is rejected; the time scale k/n replaced by 1 and a reference from a wrong expectation
     formula are both rejected by the same verdicts."""
     from mowtheory.flow.network_study import _judged, variant
-    from mowtheory.flow.rates import _rejection
+    from mowtheory.flow.faults import _rejection
     from mowtheory.flow.reference import solve_reference
     from mowtheory.flow.study import run_study
     p = _study_problem()

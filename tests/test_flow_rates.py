@@ -10,7 +10,8 @@ import torch
 
 from mowtheory.cli import main as cli_main
 from mowtheory.flow import run_study, solve_reference
-from mowtheory.flow.rates import fault_verdicts, fit_order, follows_ode
+from mowtheory.flow.faults import fault_verdicts, follows_ode
+from mowtheory.flow.rates import fit_order
 from mowtheory.flow.sme import check_sme
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from mowtheory.flow import rates
-from mowtheory.flow.problems import Problem
+from mowtheory.flow.problem import Problem
 from mowtheory.flow.rates import (EtaErrors, errors, extrapolated_bias, fitted_order,
                                   order_verdict, status)
 from mowtheory.flow.reference import solve_reference

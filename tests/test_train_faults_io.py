@@ -349,12 +349,12 @@ def test_global_rng_seeded_and_restored_last(tmp_path, monkeypatch):
     _train(tmp_path / "c", stop_after_steps=13)
     torch.randn(1000)                                   # the caller moves the global stream
     from mowtheory.train import trainer
-    real = trainer._Evaluator.__init__
+    real = trainer.Evaluator.__init__
 
     def drawing_setup(self, *a, **kw):                  # set-up that consumes the global RNG
         torch.randn(7)
         real(self, *a, **kw)
-    monkeypatch.setattr(trainer._Evaluator, "__init__", drawing_setup)
+    monkeypatch.setattr(trainer.Evaluator, "__init__", drawing_setup)
     _train(tmp_path / "c", resume=True)
     _same(_state(tmp_path / "a"), _state(tmp_path / "c"))
     assert _rows(tmp_path / "a") == _rows(tmp_path / "c")
@@ -386,13 +386,13 @@ INJECT = textwrap.dedent("""
     if phase == "window-init":        # the first write after the window was initialised
         after(_io, "atomic_write_text", lambda n, a: str(a[0]).endswith("metrics.jsonl"))
     elif phase == "evaluation":       # inside the second evaluation
-        T._Evaluator.__call__, real_eval = None, T._Evaluator.__call__
+        T.Evaluator.__call__, real_eval = None, T.Evaluator.__call__
         def ev(self):
             calls["n"] += 1
             if calls["n"] == 2:
                 die()
             return real_eval(self)
-        T._Evaluator.__call__ = ev
+        T.Evaluator.__call__ = ev
     elif phase == "checkpoint-write":  # half-way through writing the second checkpoint
         real_write = ckpt._Summing.write
         def write(self, data):

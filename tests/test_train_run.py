@@ -7,7 +7,7 @@ import torch
 from mowtheory.cli import main
 from mowtheory.train import NonFiniteLoss, TrainConfig, train
 from mowtheory.train import checkpoint as ckpt
-from mowtheory.train import trainer as trainer_mod
+from mowtheory.train import setup, trainer as trainer_mod
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_one_epoch_writes_every_file(tmp_path, cache_dir):
     report = train(_small(tmp_path / "run", limit=48, fd=True, images=True, cache_dir=cache_dir,
                           fd_train_steps=100))
     out = tmp_path / "run"
-    for name in trainer_mod.OUTPUT_FILES:
+    for name in setup.OUTPUT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 1 and lines[0]["step"] == 48 and lines[0]["examples_seen"] == 48

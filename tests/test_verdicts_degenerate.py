@@ -14,10 +14,11 @@ import torch
 
 from mowtheory import testing as mt
 from mowtheory.cli import main as cli_main
-from mowtheory.flow import rates, run_study
+from mowtheory.flow import run_study
+from mowtheory.flow.faults import fault_verdicts, follows_ode
 from mowtheory.flow.rates import (INCONCLUSIVE, MIN_BOOTSTRAP, MIN_REPLICAS, PASS, Bias,
-                                  EtaErrors, Order, bias_verdict, fault_verdicts,
-                                  fitted_order, order_verdict, status, wrong_ode_verdict)
+                                  EtaErrors, Order, bias_verdict, fitted_order, order_verdict,
+                                  status, wrong_ode_verdict)
 from mowtheory.flow.sme import check_sme, min_replicas
 
 NAN = float("nan")
@@ -135,7 +136,7 @@ def test_study_without_bootstrap_has_no_passing_order(tiny):
     _, noboot = tiny
     for v in noboot.verdicts[:2]:
         _assert_inconclusive(v, "bootstrap=0")
-    assert not rates.follows_ode(noboot.verdicts)
+    assert not follows_ode(noboot.verdicts)
     (sym,) = fault_verdicts(symmetrized=noboot)
     _assert_inconclusive(sym)
 

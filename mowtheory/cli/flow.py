@@ -164,7 +164,7 @@ def run(args) -> int:
 
     from .._io import atomic_write_json, check_output_file
     from ..flow.plot import plot_study
-    from ..flow.rates import fault_verdicts
+    from ..flow.faults import fault_verdicts
     from ..flow.study import run_controls, run_study
 
     t0 = time.perf_counter()

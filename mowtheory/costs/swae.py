@@ -6,19 +6,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._validate import check_int, check_latents, check_pair
+from .._validate import check_generator, check_int, check_latents, check_pair
 
 __all__ = ["sliced_wasserstein", "random_directions"]
-
-
-def _check_generator(generator, *, required_for: str = "") -> Optional[torch.Generator]:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None; "
-                        f"got generator={generator!r} ({type(generator).__name__})")
-    if generator is None and required_for:
-        raise ValueError(f"generator must be a torch.Generator {required_for} (no global RNG is "
-                         f"used); got generator=None")
-    return generator
 
 
 def _check_directions(directions: Tensor, dim: Optional[int] = None) -> Tensor:
@@ -38,7 +28,7 @@ def _check_params(directions=None, n_directions=50, generator=None) -> dict:
         _check_directions(directions)
     return {"directions": directions,
             "n_directions": check_int("n_directions", n_directions, low=1),
-            "generator": _check_generator(generator)}
+            "generator": check_generator(generator, optional=True)}
 
 
 def random_directions(n_directions: int, dim: int, *, generator: torch.Generator,
@@ -48,7 +38,7 @@ def random_directions(n_directions: int, dim: int, *, generator: torch.Generator
     ``generator`` (on the generator's device, then moved to ``device``)."""
     check_int("n_directions", n_directions, low=1)
     check_int("dim", dim, low=1)
-    _check_generator(generator, required_for="to draw directions")
+    check_generator(generator, optional=True, required_for="to draw directions")
     g = torch.randn(n_directions, dim, generator=generator, device=generator.device,
                     dtype=torch.float64)
     return (g / g.norm(dim=-1, keepdim=True)).to(dtype=dtype, device=device)
@@ -82,7 +72,7 @@ def sliced_wasserstein(z: Tensor, y: Tensor, *, directions: Optional[Tensor] = N
                          f"them); got z with n={z.shape[0]}, y with n={y.shape[0]}")
     n_directions = check_int("n_directions", n_directions, low=1)
     if directions is None:
-        _check_generator(generator, required_for="when directions is None")
+        check_generator(generator, optional=True, required_for="when directions is None")
         directions = random_directions(n_directions, z.shape[-1], generator=generator,
                                        dtype=z.dtype, device=z.device)
     else:

@@ -15,7 +15,8 @@ reference) or ``run_coupled(...)`` (reference-free).
 from .coupled import run_coupled
 from .network import NetworkProblem
 from .network_study import run_network_study
-from .problems import PROBLEMS, Problem, get_problem, names
+from .problem import Problem
+from .problems import PROBLEMS, get_problem, names
 from .rates import Order, errors, fitted_order
 from .reference import ReferenceSolution, drift, effective_cost, solve_reference
 from .simulate import WINDOW_MODES, Draws, SimulationResult, simulate, simulate_loop

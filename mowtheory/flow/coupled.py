@@ -40,7 +40,8 @@ import torch
 
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS, reduce_per_example
-from .problems import DTYPE, Problem, get_problem
+from .problem import DTYPE, Problem
+from .problems import get_problem
 from .rates import (FLOOR_FACTOR, WRONG_MAX_SLOPE, EtaErrors, _boot_counts, fit_order,
                     fitted_order, order_verdict, verdict)
 from .simulate import Draws, simulate

@@ -45,11 +45,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._validate import check_choice, check_int, check_positive
+from .._validate import check_choice, check_generator, check_int, check_positive
 from ..costs import BatchCost, get as get_cost
 from ..costs.expectation import expected_value
 from ..mow import REDUCTIONS
-from .problems import DTYPE, Problem, _check_generator
+from .problem import DTYPE, Problem
 
 MODELS = ("mlp",)
 DATASETS = ("digits", "mnist5k")
@@ -68,7 +68,7 @@ def mlp_autoencoder(data_dim: int, latent_dim: int = 2, hidden: int = 16, *,
     """A small smooth autoencoder: encoder ``d -> hidden (tanh) -> D``, decoder
     ``D -> hidden (tanh) -> d``, float64, initialised from ``generator`` (no global RNG).
     Returns ``(encoder, decoder)``."""
-    _check_generator(generator)
+    check_generator(generator)
     d = check_int("data_dim", data_dim, low=1)
     D = check_int("latent_dim", latent_dim, low=1)
     h = check_int("hidden", hidden, low=1)
@@ -184,7 +184,7 @@ class NetworkProblem(Problem):
         self.needs_prior = self.cost.needs_prior
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         M = check_int("prior_points", prior_points, low=2)
-        self.prior_points = torch.randn(M, self.latent_dim, generator=_check_generator(g),
+        self.prior_points = torch.randn(M, self.latent_dim, generator=check_generator(g),
                                         dtype=DTYPE)
         self.name = name or f"network:{self.cost.name}"
         self._yy: dict = {}                  # n -> the constant prior-prior term of E[F_n]
@@ -289,12 +289,12 @@ class NetworkProblem(Problem):
         return g * k if reduction == "sum" else g
 
     def sample_data(self, shape, generator):
-        g = _check_generator(generator)
+        g = check_generator(generator)
         idx = torch.randint(len(self.data), tuple(shape), generator=g, device=g.device)
         return self.data[idx.to(self.data.device)]
 
     def sample_prior(self, shape, generator):
-        g = _check_generator(generator)
+        g = check_generator(generator)
         idx = torch.randint(len(self.prior_points), tuple(shape), generator=g, device=g.device)
         return self.prior_points[idx.to(self.prior_points.device)]
 

@@ -32,9 +32,9 @@ import torch
 
 from .._validate import check_int, check_positive
 from .network import NetworkProblem
+from .faults import fault_verdict, fault_verdicts
 from .rates import (FAULT_TIME_SCALE, FAULT_WRONG_EXPECTATION, bias_verdict, errors,
-                    extrapolated_bias, fault_verdict, fault_verdicts, fitted_order,
-                    order_verdict, prefixed)
+                    extrapolated_bias, fitted_order, order_verdict, prefixed)
 from .reference import solve_reference
 from .study import Study, run_study
 

@@ -38,7 +38,7 @@ never PASS or FAIL. Strong order in ``0.5 +/- 0.3``; weak order in
 ``1 +/- 0.3``; no bias at eta -> 0 (every ``|D_0| / SE`` below the Bonferroni threshold at
 family-wise level ``BIAS_ALPHA`` = 0.1 %); the wrong ODE is rejected (its error does not fall with eta: fitted slope
 < 0.3, and at the smallest stable eta it exceeds the right ODE's weak error by >= 10x);
-planted faults (:func:`fault_verdicts`): the position-weighted F, the time-fixed window and the
+planted faults (:func:`mowtheory.flow.faults.fault_verdicts`): the position-weighted F, the time-fixed window and the
 gradient leaking into the window (``window="leak"``) are rejected (weak error resolved and the
 orders not both in band), the symmetrised F passes.
 """
@@ -74,7 +74,7 @@ MIN_BOOTSTRAP = 20
 #: usable step sizes an order is fitted over (a slope through 2 points has no residual)
 MIN_ORDER_POINTS = 3
 
-def _finite(*vals) -> bool:
+def all_finite(*vals) -> bool:
     return all(v is not None and math.isfinite(float(v)) for v in vals)
 
 
@@ -198,7 +198,7 @@ def bias_verdict(bias: Optional[Bias]) -> dict:
     if bias.replicas < MIN_REPLICAS:
         return verdict(vid, claim, False, "", inconclusive=(
             f"{bias.replicas} replicas; a verdict needs replicas >= {MIN_REPLICAS} (MIN_REPLICAS)"))
-    if bias.entries == 0 or not _finite(bias.z_max, bias.z_crit, bias.sup):
+    if bias.entries == 0 or not all_finite(bias.z_max, bias.z_crit, bias.sup):
         return verdict(vid, claim, False, "", inconclusive=(
             f"degenerate statistic: z_max={bias.z_max}, sup |D_0|={bias.sup} over "
             f"{bias.entries} entries with a standard error"))
@@ -265,7 +265,7 @@ def fitted_order(rows: Sequence[EtaErrors], kind: str, *,
     slopes = _slope_rows(etas, np.stack(boots, 1))
     lo, hi = np.percentile(slopes, [2.5, 97.5])
     ci = (float(2 * est - hi), float(2 * est - lo))     # basic (bias-reflecting) interval
-    note = "" if _finite(est, *ci) else f"degenerate fit: estimate {est}, 95% CI {list(ci)}"
+    note = "" if all_finite(est, *ci) else f"degenerate fit: estimate {est}, 95% CI {list(ci)}"
     return Order(est, ci, etas, note, reps)
 
 
@@ -278,7 +278,7 @@ def order_verdict(o: Order, kind: str) -> dict:
     lo, hi = STRONG_BAND if kind == "strong" else WEAK_BAND
     target = 0.5 if kind == "strong" else 1.0
     claim, vid = f"{kind} order within {target} +/- 0.3", f"{kind}_order"
-    if not _finite(o.estimate, *o.ci):
+    if not all_finite(o.estimate, *o.ci):
         return verdict(vid, claim, False, "", inconclusive=o.note or (
             f"degenerate fit: estimate {o.estimate}, 95% CI {list(o.ci)}"))
     if o.replicas is not None and o.replicas < MIN_REPLICAS:
@@ -303,7 +303,7 @@ def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
     slope, _ = fit_order([e.eta for e in use], [e.wrong for e in use])
     last = min(use, key=lambda e: e.eta)
     ratio = last.wrong / max(last.weak, last.noise_floor, 1e-300)
-    if not _finite(slope, ratio):
+    if not all_finite(slope, ratio):
         return verdict(WRONG_ODE, claim, False, "", inconclusive=(
             f"degenerate statistic: slope {slope}, ratio {ratio}"))
     ok = slope < WRONG_MAX_SLOPE and ratio >= WRONG_MARGIN
@@ -313,92 +313,3 @@ def wrong_ode_verdict(rows: Sequence[EtaErrors]) -> dict:
     return verdict(WRONG_ODE, claim, ok, detail)
 
 
-#: the ids of a study's verdicts that say "it follows (2)"
-FOLLOWS = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR)
-
-
-def follows_ode(verdicts: Sequence[dict]) -> bool:
-    """True when the order verdicts and the bias verdict of a study all passed (a study
-    without a bias verdict, from before it existed, is judged on its orders)."""
-    got = {id_of(v): v["passed"] for v in verdicts if id_of(v) in FOLLOWS}
-    return len(got) >= 2 and all(got.values())
-
-
-def _follows_status(verdicts: Sequence[dict]) -> tuple:
-    """(PASS | FAIL | INCONCLUSIVE, reason) of "the study follows (2)": FAIL as soon as one of
-    its order/bias verdicts FAILED, INCONCLUSIVE when none failed but one was inconclusive."""
-    got = [v for v in verdicts if id_of(v) in FOLLOWS]
-    if len(got) < 2:
-        return INCONCLUSIVE, "the study has no order verdicts"
-    sts = [status(v) for v in got]
-    if FAIL in sts:
-        return FAIL, ""
-    if INCONCLUSIVE in sts:
-        return INCONCLUSIVE, "; ".join(v["detail"].replace("inconclusive: ", "", 1)
-                                       for v in got if status(v) == INCONCLUSIVE)
-    return PASS, ""
-
-
-def _rejection(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
-    """``(detected, evidence, inconclusive reason or None)``, see :func:`rejected`."""
-    stable = [e for e in rows if e.stable]
-    if not stable:
-        return False, "no stable step size", "no stable step size"
-    few = sample_problem(stable)
-    if few:
-        return False, few, few
-    last = min(stable, key=lambda e: e.eta)
-    if not _finite(last.weak, last.noise_floor):
-        why = (f"degenerate statistic at eta = {last.eta:g}: weak error {last.weak}, noise "
-               f"floor {last.noise_floor}")
-        return False, why, why
-    bias_v = by_id(verdicts, NO_BIAS_FLOOR)
-    resolved = last.weak >= 3 * last.noise_floor      # a bias well above the noise
-    resolved = resolved or (bias_v is not None and status(bias_v) == FAIL)
-    fails = not follows_ode(verdicts)
-    weak_v = by_id(verdicts, WEAK_ORDER)
-    ev = (f"weak error at eta = {last.eta:g}: {last.weak:.4g} (noise floor {last.noise_floor:.2g}); "
-          f"{weak_v['detail']}" + (f"; {bias_v['detail']}" if bias_v is not None else ""))
-    return bool(resolved and fails), ev, None
-
-
-def rejected(rows: Sequence[EtaErrors], verdicts: Sequence[dict]) -> tuple:
-    """(is the run detected as NOT following (2), evidence): it does not follow (2) (orders
-    or bias verdict) and its discrepancy is resolved: the weak error at the smallest stable
-    eta is at least 3x its noise floor, or the bias verdict found a floor beyond its
-    Bonferroni band (itself a resolved test). Never detected on degenerate statistics (too
-    few replicas, a NaN weak error or floor)."""
-    ok, ev, _ = _rejection(rows, verdicts)
-    return ok, ev
-
-
-def fault_verdict(id: str, claim: str, study) -> dict:
-    """The verdict "the planted fault of ``study`` is rejected" (:func:`rejected`)."""
-    ok, ev, why = _rejection(study.rows, study.verdicts)
-    return verdict(id, claim, ok, ev, inconclusive=why)
-
-
-def fault_verdicts(position_weighted=None, symmetrized=None, time_window=None,
-                   leak_window=None) -> list:
-    """Verdicts of the planted faults from their studies (:class:`~.study.Study` objects,
-    any of them None to skip)."""
-    out = []
-    if position_weighted is not None:
-        out.append(fault_verdict(FAULT_POSITION_WEIGHTED,
-                                 "planted fault: position-weighted (non-invariant) F is rejected",
-                                 position_weighted))
-    if symmetrized is not None:
-        st, why = _follows_status(symmetrized.verdicts)
-        det = "; ".join(v["detail"] for v in symmetrized.verdicts if id_of(v) in FOLLOWS)
-        out.append(verdict(SYMMETRIZED_FOLLOWS,
-                           "its symmetrisation follows (2) (orders in band, no bias floor)",
-                           st == PASS, det, inconclusive=why or None))
-    if time_window is not None:
-        tau = time_window.config.get("tau")
-        out.append(fault_verdict(FAULT_TIME_WINDOW, f"planted fault: window='time' (latents "
-                                 f"stale by up to tau = {tau:g}) is rejected", time_window))
-    if leak_window is not None:
-        out.append(fault_verdict(FAULT_LEAK, "planted fault: gradient leaking into the window "
-                                 "(window='leak': its latents re-encoded at theta with "
-                                 "gradient) is rejected", leak_window))
-    return out

@@ -29,7 +29,7 @@ from scipy.integrate import solve_ivp
 
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS
-from .problems import DTYPE, Problem
+from .problem import DTYPE, Problem
 
 ODES = ("mow", "wrong")
 

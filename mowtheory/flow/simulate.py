@@ -58,7 +58,8 @@ import torch
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS, REFRESH_POLICIES, mow_loss, refreshed_latents
 from ..window import INIT_POLICIES, LatentWindow
-from .problems import DTYPE, Problem, get_problem
+from .problem import DTYPE, Problem
+from .problems import get_problem
 
 WINDOW_MODES = ("steps", "time", "leak")
 

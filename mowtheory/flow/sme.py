@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..window import LatentWindow
-from .problems import DTYPE
+from .problem import DTYPE
 from .reference import drift_jacobian
 from .rates import verdict
 from .simulate import Draws, mow_gradient

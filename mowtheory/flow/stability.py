@@ -59,7 +59,8 @@ import torch
 from .._validate import check_choice, check_int, check_positive
 from ..mow import REDUCTIONS, REFRESH_POLICIES
 from ._gauss import gaussian_kernel_mean
-from .problems import DTYPE, MMDGaussian, Problem, get_problem
+from .problem import DTYPE, Problem
+from .problems import MMDGaussian, get_problem
 
 
 def lag_counts(n: int, k: int, refresh: str = "post") -> list:

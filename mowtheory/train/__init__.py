@@ -28,7 +28,8 @@ __all__ = ["MODELS", "NonFiniteLoss", "TrainConfig", "train"]
 
 def __getattr__(name):
     if name in __all__:
-        return getattr(importlib.import_module(".trainer", __name__), name)
+        module = ".config" if name in ("MODELS", "TrainConfig") else ".trainer"
+        return getattr(importlib.import_module(module, __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

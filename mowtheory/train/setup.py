@@ -1,15 +1,48 @@
 """Set-up of a training run, in the order that makes a resumed run identical to an
-uninterrupted one: data and model (:func:`load_model`), the step of the method and its
+uninterrupted one: the checkpoint to resume (:func:`saved_checkpoint`, before any work) and
+the output folder (:func:`claim_output`), data and model (:func:`load_model`), the step of the method and its
 optimizer (:func:`build_step`), the window of step 0 (:func:`init_window`). Nothing here draws
 from the global RNG stream (each draw is seeded from ``cfg.seed`` or forked)."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 
+from .. import _io
+from . import checkpoint as ckpt
 from . import methods as _methods
-from .config import TrainConfig, resolved
+from ._lock import probe as _probe_lock
+from .config import RESUME_FREE, TrainConfig, resolved
+
+#: files a finished run leaves in ``out``
+OUTPUT_FILES = ("metrics.jsonl", "report.json", "checkpoint.pt", "samples.png",
+                "reconstructions.png", "interpolations.png")
+
+
+def saved_checkpoint(cfg: TrainConfig, ckpt_path: Path, *, world: int,
+                     main: bool) -> Optional[dict]:
+    """The checkpoint to resume (None: a fresh start), after the resume rules
+    (:func:`~mowtheory.train.checkpoint.check_resumable`); rank 0 first refuses an ``out``
+    that a live run holds."""
+    if main:
+        _probe_lock(Path(cfg.out))
+    saved = ckpt.checkpoint_to_resume(ckpt_path, resume=cfg.resume, overwrite=cfg.overwrite)
+    if saved is not None:
+        ckpt.check_resumable(ckpt_path, saved, cfg.to_dict(), world_size=world, k=cfg.k,
+                             epochs=cfg.epochs, free=RESUME_FREE)
+    return saved
+
+
+def claim_output(out: Path, lock=None) -> None:
+    """Rank 0's first write: take ``out``'s lock (from here on this process holds it), create
+    the folder, remove temporaries left by writers killed mid-write."""
+    if lock is not None:
+        lock.acquire()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:
+        _io.remove_stale_temporaries(out / name)
 
 
 class Loaded(NamedTuple):

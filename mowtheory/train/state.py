@@ -72,6 +72,27 @@ class RunState:
                    first_bad=torch.full((), -1, dtype=torch.long, device=device),
                    bad_parts=torch.zeros(3, dtype=torch.float64, device=device))
 
+    def record(self, parts) -> None:
+        """Count one step with loss parts ``parts`` (3 scalars): accumulated on the device,
+        the first non-finite step remembered (no host sync)."""
+        stacked = torch.stack([p.double() for p in parts])
+        self.acc += stacked
+        self.acc_steps += 1
+        self.step += 1
+        newly_bad = (self.first_bad < 0) & ~torch.isfinite(stacked).all()
+        self.first_bad = torch.where(newly_bad, torch.full_like(self.first_bad, self.step),
+                                     self.first_bad)
+        self.bad_parts = torch.where(newly_bad, stacked, self.bad_parts)
+
+    def restore(self, saved: dict, device) -> None:
+        """The counters, data order and accumulated loss parts of a (validated) checkpoint."""
+        self.step, self.epoch, self.pos = int(saved["step"]), int(saved["epoch"]), int(saved["pos"])
+        self.perm = saved["perm"]
+        self.acc = saved["acc"].to(device)
+        self.acc_steps = int(saved["acc_steps"])
+        self.resumed_from = self.last_ckpt_step = self.step
+        self.last_metrics = dict(saved.get("last_metrics") or {})
+
 
 def write_json(path: Path, obj) -> None:
     _io.atomic_write_json(path, obj, indent=2)      # NaN/inf -> null

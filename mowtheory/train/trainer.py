@@ -18,14 +18,10 @@ a step) and ``"gradcache"`` (that step with the same gradient, encoding ``chunk`
 time); everything else (data order, metrics, figures, checkpoints, resume) is shared, with n
 in place of k examples a step for the n-batch methods.
 
-Data order, host synchronisation and several processes: docs/guides/training.md ("How the
-trainer works").
-
-Structure: :class:`Trainer` owns one run (set-up, :meth:`~Trainer.restore` or a fresh window,
-:meth:`~Trainer.step`, :meth:`~Trainer.evaluate`, :meth:`~Trainer.checkpoint`,
-:meth:`~Trainer.report`); everything the loop changes lives in one :class:`RunState`. The
-configuration is :mod:`mowtheory.train.config`, the checkpoint schema and resume rules
-:mod:`mowtheory.train.checkpoint`, the metrics :mod:`mowtheory.train.evaluate`.
+:class:`Trainer` owns one run (:mod:`~mowtheory.train.setup`, :meth:`~Trainer.restore` or a
+fresh window, :meth:`~Trainer.step`, :meth:`~Trainer.evaluate`, :meth:`~Trainer.checkpoint`,
+:meth:`~Trainer.report`); what the loop changes lives in one :class:`RunState`. Data order,
+host synchronisation, several processes: docs/guides/training.md ("How the trainer works").
 
 Files in ``out``: ``metrics.jsonl`` (one line per evaluation), ``report.json`` (final metrics
 and the full configuration), ``checkpoint.pt`` (atomic; each epoch and every
@@ -46,22 +42,15 @@ from .._validate import NonFiniteInputError
 from ..mow import NonFiniteError
 from . import checkpoint as ckpt
 from . import setup
-from ._lock import OutputLock, probe as _probe_lock
+from ._lock import OutputLock
 from ._signals import Interrupted, StopSignals
-from .config import (DEVICES, MODEL_COSTS, MODELS, OPTIMIZERS, RESUME_FREE,  # noqa: F401
-                     TRAIN_INIT_POLICIES, TrainConfig, resolved)
-from .objective import _Float32Cost, build_cost  # noqa: F401
-from .evaluate import FD_TRAIN_BYTES, FD_TRAIN_LIMIT, Evaluator, write_images  # noqa: F401
-from .state import (PARTS, NonFiniteLoss, RunState, first_line, format_parts,  # noqa: F401
+from .config import TrainConfig
+from .evaluate import Evaluator, write_images
+from .objective import build_cost
+from .state import (PARTS, NonFiniteLoss, RunState, first_line, format_parts,
                     params_finite, truncate_metrics, write_json, write_or_explain)
 from .state import Logger as _Logger, report as _report
 
-_Evaluator = Evaluator          # the names of earlier versions (tests patch them here)
-_write_images = write_images
-
-#: files a finished run leaves in ``out``
-OUTPUT_FILES = ("metrics.jsonl", "report.json", "checkpoint.pt", "samples.png",
-                "reconstructions.png", "interpolations.png")
 #: what a failing step raises when its loss or its latents are not finite
 NON_FINITE_ERRORS = (NonFiniteError, NonFiniteInputError)
 
@@ -131,12 +120,13 @@ class Trainer:
         self.ckpt_path = self.out / ckpt.CHECKPOINT_NAME
         self.metrics_path = self.out / "metrics.jsonl"
         self.cfg_dict = cfg.to_dict()
-        saved = self._saved_checkpoint()
+        saved = setup.saved_checkpoint(cfg, self.ckpt_path, world=self.world, main=self.main)
         self.log = _Logger(cfg.progress and self.main)
         m = setup.load_model(cfg, ctx, world=self.world, kP=self.kP)
         self.res, self.device, self.x_train, self.x_test = m.res, m.device, m.x_train, m.x_test
         self.x_data, self.N, self.model = m.x_data, m.N, m.model
-        self._claim_output()
+        if self.main:
+            setup.claim_output(self.out, self.lock)
         # generators, identical on every process: data order; prior samples, swae directions
         # and prior init of the window
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
@@ -163,28 +153,6 @@ class Trainer:
     def _cuda_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
 
-    def _saved_checkpoint(self) -> Optional[dict]:
-        """The checkpoint to resume (None: a fresh start), after the resume rules."""
-        cfg = self.cfg
-        if self.main:
-            _probe_lock(self.out)             # a live run holds out: refuse before any work
-        saved = ckpt.checkpoint_to_resume(self.ckpt_path, resume=cfg.resume,
-                                          overwrite=cfg.overwrite)
-        if saved is not None:
-            ckpt.check_resumable(self.ckpt_path, saved, self.cfg_dict, world_size=self.world,
-                                 k=cfg.k, epochs=cfg.epochs, free=RESUME_FREE)
-        return saved
-
-    def _claim_output(self) -> None:
-        """Rank 0's first write: from here on this process holds out's lock."""
-        if not self.main:
-            return
-        if self.lock is not None:
-            self.lock.acquire()
-        self.out.mkdir(parents=True, exist_ok=True)
-        for name in OUTPUT_FILES:                     # left by writers killed mid-write
-            _io.remove_stale_temporaries(self.out / name)
-
     def restore(self, saved: dict) -> None:
         """Continue from a checkpoint (validated field by field first): model, optimizer,
         window, data order, counters, accumulated loss parts; ``metrics.jsonl`` is cut back
@@ -196,12 +164,7 @@ class Trainer:
         self.method.load_state_dict(saved["mow"])
         self.data_gen.set_state(saved["data_generator"])
         st = self.state
-        st.step, st.epoch, st.pos = int(saved["step"]), int(saved["epoch"]), int(saved["pos"])
-        st.perm = saved["perm"]
-        st.acc = saved["acc"].to(self.device)
-        st.acc_steps = int(saved["acc_steps"])
-        st.resumed_from = st.last_ckpt_step = st.step
-        st.last_metrics = dict(saved.get("last_metrics") or {})
+        st.restore(saved, self.device)
         if self.main:
             st.metric_lines = write_or_explain(
                 lambda: truncate_metrics(self.metrics_path, st.step),
@@ -232,14 +195,7 @@ class Trainer:
             if not isinstance(exc, NON_FINITE_ERRORS):   # e.g. a collective timeout
                 raise
             raise self._failed_step(exc) from exc
-        stacked = torch.stack([p.double() for p in parts])
-        st.acc += stacked
-        st.acc_steps += 1
-        st.step += 1
-        newly_bad = (st.first_bad < 0) & ~torch.isfinite(stacked).all()
-        st.first_bad = torch.where(newly_bad, torch.full_like(st.first_bad, st.step),
-                                   st.first_bad)
-        st.bad_parts = torch.where(newly_bad, stacked, st.bad_parts)
+        st.record(parts)
 
     def _failed_step(self, exc: Exception) -> NonFiniteLoss:
         """The error for a step that raised on non-finite values: its loss parts when it
