@@ -249,3 +249,18 @@ def test_soak_script_refuses_too_few_steps(capsys):
     assert mod["main"](["--steps", "10", "--every", "1000"]) == 2
     err = capsys.readouterr().err
     assert "steps must be >= 2 * every = 2000" in err and "got steps=10" in err
+
+
+@pytest.mark.parametrize("call", [
+    lambda g: __import__("mowtheory").window.LatentWindow(4, 1, 2).fill_prior(g),
+    lambda g: __import__("mowtheory.flow", fromlist=["get_problem"]).get_problem(
+        "linear-gaussian").theta0(g),
+    lambda g: __import__("mowtheory.flow", fromlist=["get_problem"]).get_problem(
+        "scalar").sample_data((2,), generator=g),
+], ids=["window.fill_prior", "problem.theta0", "problem.sample_data"])
+@pytest.mark.parametrize("bad", [None, 0, "seed"])
+def test_a_required_generator_is_required(call, bad):
+    """Library code never falls back to the global RNG: where a generator is required, None
+    (or anything else that is not a torch.Generator) is refused, naming the argument."""
+    with pytest.raises(TypeError, match=r"generator must be a torch.Generator \(no global RNG"):
+        call(bad)

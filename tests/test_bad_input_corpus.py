@@ -210,6 +210,8 @@ CLI = [
     ("bench-memory-k-0", ["bench", "memory", "--ks", "0,64"], ["--ks", "'0,64'", ">= 1"]),
     ("bench-memory-ks-text", ["bench", "memory", "--ks", "one"], ["--ks", "'one'"]),
     ("bench-costs-n-0", ["bench", "costs", "--n", "0"], ["--n", "'0'"]),
+    ("bench-costs-threads-0", ["bench", "costs", "--threads", "0"], ["threads", "threads=0"]),
+    ("bench-flow-json-folder", ["bench", "flow", "--json", "{d}/adir"], ["--json", "is a folder"]),
     ("bench-step-k-text", ["bench", "step", "--k", "x"], ["--k", "'x'"]),
     ("bench-memory-k-above-n", ["bench", "memory", "--ks", "1,128"], ["k (in --ks)", "=128", "n = 64"]),
     ("bench-memory-resolution-17", ["bench", "memory", "--resolutions", "17"],

@@ -78,15 +78,20 @@ def _one_error_line(err):
 
 
 # ------------------------------------------------------------------------------ lock
-def test_second_writer_refused_naming_the_holder_pid(tmp_path, capsys):
+def test_second_writer_refused_naming_the_holder_pid(tmp_path, capsys, monkeypatch):
+    from mowtheory.train import setup
     out = tmp_path / "run"
+    loads = []
+    real_load = setup.load_model
+    monkeypatch.setattr(setup, "load_model", lambda *a, **kw: loads.append(1) or real_load(*a, **kw))
     with OutputLock(out):
         rc = cli_main(_argv(out))
+        assert loads == []                          # refused before any work (no data loaded)
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 2 and f"PID {os.getpid()}" in line and "in use by another run" in line
         assert sorted(p.name for p in out.iterdir()) == [".lock"]   # nothing else written
         rc = cli_main(_argv(out, "--overwrite"))                   # --overwrite cannot wipe it
-        assert rc == 2 and "in use" in capsys.readouterr().err
+        assert rc == 2 and "in use" in capsys.readouterr().err and loads == []
     assert cli_main(_argv(out, "--epochs", "1")) == 0              # released: runs
 
 

@@ -224,3 +224,42 @@ def test_report_writes_a_non_finite_metric_as_null():
                  None, None, t, t, "cpu")
     assert rep["final_metrics"] == {"recon_error": None, "cw_distance": None, "step": 4}
     json.dumps(rep, allow_nan=False)
+
+
+def test_run_state_remembers_the_first_non_finite_step_without_a_host_sync():
+    """RunState.record accumulates on the device and keeps the first bad step and its parts
+    (a CUDA run reads them only at the next evaluation or checkpoint); restore takes every
+    counter back from a checkpoint."""
+    from mowtheory.train.state import RunState
+    st = RunState.fresh("cpu")
+    t = lambda *v: [torch.tensor(x, dtype=torch.float32) for x in v]   # noqa: E731
+    st.record(t(1.0, 0.5, 0.5))
+    st.record(t(float("nan"), float("nan"), 0.25))
+    st.record(t(float("inf"), 1.0, float("inf")))
+    st.record(t(2.0, 1.0, 1.0))
+    assert st.step == 4 and st.acc_steps == 4
+    assert int(st.first_bad) == 2
+    assert torch.isnan(st.bad_parts[:2]).all() and float(st.bad_parts[2]) == 0.25
+    saved = {"step": 7, "epoch": 1, "pos": 3, "perm": torch.arange(5), "acc": torch.ones(3),
+             "acc_steps": 2, "last_metrics": {"recon_error": 1.5}}
+    st.restore(saved, "cpu")
+    assert (st.step, st.epoch, st.pos, st.acc_steps) == (7, 1, 3, 2)
+    assert st.resumed_from == st.last_ckpt_step == 7 and torch.equal(st.perm, torch.arange(5))
+    assert torch.equal(st.acc, torch.ones(3))
+    assert st.last_metrics == {"recon_error": 1.5}
+
+
+def test_a_run_removes_temporaries_left_by_killed_writers(tmp_path):
+    """Writers killed mid-write leave `.NAME.*.tmp` files beside the outputs; the next run in
+    that folder removes them when it takes the folder (and nothing else)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = [out / ".checkpoint.pt.123.tmp", out / ".metrics.jsonl.9.tmp", out / ".report.json.1.tmp"]
+    for p in stale:
+        p.write_text("half")
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--model", "wae", "--n", "8", "--k", "1", "--limit", "16",
+                 "--eval-limit", "16", "--no-fd", "--no-images", "--no-progress",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert not any(p.exists() for p in stale)
+    assert (out / "notes.txt").read_text() == "mine"

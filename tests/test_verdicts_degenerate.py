@@ -239,3 +239,39 @@ def test_gradient_frozen_checker_F_returning_nan():
     good = lambda f, w, y: torch.cat([w.detach(), f]).pow(2).sum()  # noqa: E731
     with pytest.raises(mt.Inconclusive, match="F\\(z, prior\\)"):
         mt.check_gradient_frozen(good, lambda z, y=None: z.sum() * NAN, fresh, window)
+
+
+# ------------------------------------------------------------------------------ rejected()
+def _judged(weak_over_floor: float, *, orders_pass: bool, n_follows: int = 3,
+            bias_passes: bool = True):
+    """Rows whose smallest-eta weak error is ``weak_over_floor`` times its noise floor, and
+    the order verdicts (passing or failing together) and the bias verdict."""
+    from mowtheory.flow.rates import NO_BIAS_FLOOR, STRONG_ORDER, WEAK_ORDER, verdict
+    rows = [EtaErrors(eta=eta, stable=True, strong=0.1, weak=weak_over_floor * 1e-3,
+                      weak_se=1e-4, noise_floor=1e-3, replicas=64, bootstrap=MIN_BOOTSTRAP)
+            for eta in (0.04, 0.02, 0.01)]
+    ids = (STRONG_ORDER, WEAK_ORDER, NO_BIAS_FLOOR)[:n_follows]
+    return rows, [verdict(i, i, bias_passes if i == NO_BIAS_FLOOR else orders_pass,
+                          f"{i} detail") for i in ids]
+
+
+@pytest.mark.parametrize("ratio,orders_pass,bias_passes,want", [
+    (10.0, False, True, True),    # resolved and does not follow (2): rejected
+    (10.0, True, True, False),    # resolved but follows (2): a correct study, not rejected
+    (3.5, False, True, True),     # just above the 3x noise floor
+    (2.5, False, True, False),    # below 3x the floor: not resolved, never "rejected"
+    (0.5, False, True, False),
+    (0.5, True, False, True),     # a FAILED bias verdict is itself a resolved discrepancy
+])
+def test_rejected_needs_a_resolved_discrepancy_and_a_failed_theorem(ratio, orders_pass,
+                                                                    bias_passes, want):
+    from mowtheory.flow.faults import rejected
+    rows, verdicts = _judged(ratio, orders_pass=orders_pass, bias_passes=bias_passes)
+    assert rejected(rows, verdicts)[0] is want
+
+
+def test_follows_needs_both_order_verdicts():
+    """A study judged by fewer than two of its order/bias verdicts does not "follow (2)"."""
+    _, one = _judged(1.0, orders_pass=True, n_follows=1)
+    _, two = _judged(1.0, orders_pass=True, n_follows=2)
+    assert not follows_ode(one) and follows_ode(two)

@@ -103,13 +103,9 @@ def add_options(parser, config_cls, table, *, choices=None, cli_defaults=None) -
 
 
 def values(config_cls, args) -> dict:
-    """The keyword arguments of ``config_cls`` read from the parsed ``args`` (a field an
-    ``append`` option left empty gets its default; lists become tuples)."""
-    out = {}
-    for f in dataclasses.fields(config_cls):
-        v = getattr(args, f.name)
-        out[f.name] = tuple(v) if isinstance(v, list) else v
-    return out
+    """The keyword arguments of ``config_cls`` read from the parsed ``args``, field by field
+    (an ``append`` option gives a list: the dataclass's validation normalises it)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
 
 
 def options_of(table) -> list:
