@@ -151,3 +151,39 @@ def test_sympy_is_needed_by_the_proof_checks_only():
         meta = tomllib.load(fh)["project"]
     assert not any(d.startswith("sympy") for d in meta["dependencies"])
     assert meta["optional-dependencies"]["proofs"] == ["sympy"]
+
+
+def _imports(path: Path) -> set:
+    """The absolute module names ``path`` imports (relative imports resolved)."""
+    import ast
+    pkg = list(path.relative_to(ROOT).parts[:-1])          # the package the file is in
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg[:len(pkg) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+@pytest.mark.parametrize("layer,forbidden,allowed", [
+    ("costs", ("mowtheory.mow", "mowtheory.train", "mowtheory.flow", "mowtheory.cli"), ()),
+    ("window.py", ("mowtheory.mow", "mowtheory.train", "mowtheory.flow", "mowtheory.cli"), ()),
+    ("flow", ("mowtheory.train", "mowtheory.cli"), ("mowtheory.train.data",)),
+    ("train", ("mowtheory.flow", "mowtheory.cli"), ()),
+    ("proofs", ("mowtheory.train", "mowtheory.cli"), ()),
+    ("bench", ("mowtheory.cli",), ()),
+])
+def test_imports_flow_one_way(layer, forbidden, allowed):
+    """costs and window know nothing of training; the instruments (flow) use the datasets of
+    train and nothing else of it, train nothing of flow; nothing in the library imports the
+    command line (only the entry point does)."""
+    root = ROOT / "mowtheory" / layer
+    files = [root] if root.suffix == ".py" else sorted(root.rglob("*.py"))
+    bad = {str(f.relative_to(ROOT)): sorted(m for m in _imports(f) if m.startswith(forbidden)
+                                             and not m.startswith(allowed or ("\0",)))
+           for f in files}
+    assert not {f: m for f, m in bad.items() if m}, bad
