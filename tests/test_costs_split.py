@@ -240,3 +240,23 @@ def test_mow_loss_of_replicas_takes_the_split_and_equals_each_replica():
         one = mow_loss(cost, z_r, W[r], G[r], prior=y[r], reduction="mean", balanced=True)
         (g_r,) = torch.autograd.grad(one.total, z_r)
         assert close(parts.total[r], one.total) and close(g[r], g_r)
+
+
+@pytest.mark.parametrize("factory", [c[1] for c in SPLITTABLE], ids=[c[0] for c in SPLITTABLE])
+def test_a_cache_built_for_another_kernel_is_not_used(factory):
+    """The frozen block's sums depend on the kernel, whose parameters can depend on n (the
+    Cramér-Wold bandwidth does): a cache built for n = m + 1 handed to a step with k = 3
+    (n = m + 3) carries another key and must be recomputed, not summed in."""
+    d, m = 3, 7
+    cost = factory(d)
+    H = randn(5, m, d)
+    other = cost.init_cache(H, n=m + 1)
+    Z = randn(6, 3, d, scale=1.2)
+    y = prior(cost, 7, 8, d)
+    v_full, _ = full_and_grad(cost, H, Z, y)
+    v, _ = split_and_grad(cost, H, Z, y, cache=other)
+    assert close(v, v_full), (cost.name, float(v), float(v_full))
+    if other.key != cost.init_cache(H, n=m + 3).key:       # the case the key guards
+        wrong = other._replace(key=cost.init_cache(H, n=m + 3).key)
+        v_wrong, _ = split_and_grad(cost, H, Z, y, cache=wrong)
+        assert not close(v_wrong, v_full)                  # sums of another kernel: wrong
