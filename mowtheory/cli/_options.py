@@ -51,21 +51,13 @@ def field_type(config_cls, name: str):
     return tp
 
 
-def field_default(config_cls, name: str):
-    """The default of field ``name`` (its ``default_factory()`` where it has one)."""
-    f = config_cls.__dataclass_fields__[name]
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
-
-
 def add_option(group, config_cls, opt: Option, *, choices=None, default=dataclasses.MISSING):
     """Add the option ``opt`` of ``config_cls`` to ``group``. ``default`` overrides the
     field's (e.g. None for a value the command resolves later)."""
     name = opt.name
     base = field_type(config_cls, name)
     if default is dataclasses.MISSING:
-        default = field_default(config_cls, name)
+        default = config_cls.__dataclass_fields__[name].default
     dashed = name.replace("_", "-")
     if base is bool and opt.action == "both":          # --name and --no-name
         group.add_argument(*(opt.flags or (f"--{dashed}",)), dest=name, default=default,
@@ -106,8 +98,3 @@ def values(config_cls, args) -> dict:
     """The keyword arguments of ``config_cls`` read from the parsed ``args``, field by field
     (an ``append`` option gives a list: the dataclass's validation normalises it)."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}
-
-
-def options_of(table) -> list:
-    """The field names of a table, in order."""
-    return [opt.name for _, options in table for opt in _rows(options)]

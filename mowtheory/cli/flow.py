@@ -180,14 +180,14 @@ def run(args) -> int:
     if cfg.model is not None:
         from .flow_network import run as run_network
         return run_network(cfg, report)
-    progress = not cfg.quiet
+    progress, replicas = not cfg.quiet, cfg.replicas_or_default()
     main = run_study(cfg.problem, params=cfg.params(), n=cfg.n, k=cfg.k, etas=cfg.etas,
-                     replicas=cfg.replicas_or_default(), horizon=cfg.horizon, seed=cfg.seed,
+                     replicas=replicas, horizon=cfg.horizon, seed=cfg.seed,
                      init=cfg.init, refresh=cfg.refresh, reduction=cfg.reduction,
                      balanced=cfg.balanced, window=cfg.window, tau=cfg.tau,
                      record=cfg.record, bootstrap=cfg.bootstrap, progress=progress,
                      desc="main study")
-    controls = run_controls(main, replicas=cfg.replicas_or_default(), seed=cfg.seed,
+    controls = run_controls(main, replicas=replicas, seed=cfg.seed,
                             progress=progress,
                             control_replicas=cfg.control_replicas) if cfg.controls else {}
     verdicts = list(main.verdicts)

@@ -152,6 +152,3 @@ class FlowConfig:
         if self.replicas is not None:
             return self.replicas
         return DEFAULT_REPLICAS["network" if self.model is not None else "toy"]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
